@@ -1,0 +1,139 @@
+"""The `facegrid` command: run the whole platform on one machine and look after it.
+
+facegrid up        start every component on loopback; Ctrl-C stops them
+facegrid status    the health of every component of a running stack
+facegrid token     create another API token (the seed's findface-facenapi.token)
+facegrid version
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from facegrid import __version__
+from facegrid.health import Probe, check
+from facegrid.settings import ConfigError, exit_on_config_error
+from facegrid.stack import Stack, StackSettings, read_state
+
+
+def _load_stack_settings(args: argparse.Namespace) -> StackSettings:
+    try:
+        settings = StackSettings.load(args.config)
+    except ConfigError as e:
+        exit_on_config_error("facegrid", e)
+        raise
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("data_dir", getattr(args, "data_dir", None)),
+            ("port_base", getattr(args, "port_base", None)),
+            ("shards", getattr(args, "shards", None)),
+            ("mongo_uri", getattr(args, "mongo_uri", None)),
+        )
+        if value is not None
+    }
+    if overrides:
+        try:
+            settings = StackSettings.model_validate({**settings.model_dump(), **overrides})
+        except ValueError as e:
+            print(f"facegrid: {e}", file=sys.stderr)
+            sys.exit(2)
+    return settings
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _load_stack_settings(args)
+    if args.check_config:
+        print(settings.describe())
+        return 0
+    return Stack(settings).run()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _load_stack_settings(args)
+    data_dir = settings.data_dir.resolve()
+    state = read_state(data_dir)
+    if state is None:
+        print(f"FaceGrid is not running (no state in {data_dir})")
+        return 1
+    healthy_all = True
+    components: list[dict[str, Any]] = state["components"]  # type: ignore[assignment]
+    print(f"{'component':<14} {'kind':<8} {'address':<44} status")
+    for c in components:
+        healthy, detail = check(Probe(c["kind"], c["target"]), timeout=args.timeout)
+        healthy_all &= healthy
+        print(
+            f"{c['name']:<14} {c['kind']:<8} {c['target']:<44} "
+            f"{'healthy' if healthy else 'UNHEALTHY'} ({detail})"
+        )
+    return 0 if healthy_all else 1
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from facegrid.gateway.adapters import create_token
+
+    settings = _load_stack_settings(args)
+    mongo_uri, mongo_db = settings.mongo_uri, settings.mongo_db
+    if mongo_uri is None:
+        state = read_state(settings.data_dir.resolve())
+        if state is None:
+            print("facegrid token: no running stack found; pass --mongo-uri", file=sys.stderr)
+            return 1
+        mongo_uri, mongo_db = str(state["mongo_uri"]), str(state["mongo_db"])
+    print(create_token(mongo_uri, mongo_db, short=args.short, note=args.note))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facegrid", description="FaceGrid: FindFace-compatible face recognition."
+    )
+    parser.add_argument("--config", type=Path, help="TOML config file (default: $FACEGRID_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stack_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            help="data directory (default: $FACEGRID_DATA_DIR or ~/.facegrid)",
+        )
+
+    up = sub.add_parser("up", help="start every component on this machine")
+    stack_options(up)
+    up.add_argument(
+        "--port-base",
+        type=int,
+        help="gateway port; the other components use the ports after it "
+        "(default: $FACEGRID_PORT_BASE or 8000)",
+    )
+    up.add_argument("--shards", type=int, help="number of index shards (default 1)")
+    up.add_argument(
+        "--mongo-uri",
+        help="use this MongoDB (default: $FACEGRID_MONGO_URI, else start a local one)",
+    )
+    up.add_argument("--check-config", action="store_true", help="validate settings and exit")
+    up.set_defaults(func=cmd_up)
+
+    status = sub.add_parser("status", help="health of every component of a running stack")
+    stack_options(status)
+    status.add_argument("--timeout", type=float, default=2.0, help="seconds per probe")
+    status.set_defaults(func=cmd_status)
+
+    token = sub.add_parser("token", help="create another API token")
+    stack_options(token)
+    token.add_argument("--short", action="store_true", help="a short token like A0B1-C2D3")
+    token.add_argument("--mongo-uri", help="MongoDB to store it in (default: the running stack's)")
+    token.add_argument("--note", default="", help="what the token is for")
+    token.set_defaults(func=cmd_token)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=lambda _args: print(__version__) or 0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

@@ -1,0 +1,1 @@
+"""The extractor: face detection, alignment, facens and attributes on onnxruntime."""

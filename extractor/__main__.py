@@ -1,0 +1,3 @@
+from facegrid.extractor.main import main
+
+main()

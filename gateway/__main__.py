@@ -1,0 +1,3 @@
+from facegrid.gateway.main import main
+
+main()

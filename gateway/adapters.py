@@ -1,0 +1,113 @@
+"""The gateway's ports implemented over the real backends: gRPC services and MongoDB."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.errors import PyMongoError
+
+from facegrid.gateway.core.errors import (
+    AlreadyExists,
+    ApiError,
+    BadParam,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+)
+from facegrid.gateway.core.tokens import new_token
+from facegrid.v1 import controlplane_pb2 as cp
+from facegrid.v1 import controlplane_pb2_grpc
+
+_FROM_GRPC: dict[grpc.StatusCode, type[ApiError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: BadParam,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: Forbidden,
+}
+
+
+def api_error(service: str, error: grpc.aio.AioRpcError, **context: Any) -> ApiError:
+    """A backend's gRPC status as the REST error a client should see."""
+    kind = _FROM_GRPC.get(error.code())
+    if kind is None:
+        return ServiceUnavailable(f"{service} failed: {error.code().name} {error.details()}")
+    return kind(error.details() or error.code().name, **context)
+
+
+class ControlPlaneDirectory:
+    """GalleryDirectory over the ControlPlane contract."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+        self._stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+        self._timeout = timeout
+
+    async def list_galleries(self) -> list[str]:
+        try:
+            response = await self._stub.ListGalleries(
+                cp.ListGalleriesRequest(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            raise api_error("control plane", e) from e
+        return [g.name for g in response.galleries]
+
+    async def create_gallery(self, name: str) -> None:
+        try:
+            await self._stub.CreateGallery(
+                cp.CreateGalleryRequest(name=name), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            raise api_error("control plane", e, param="gallery", value=name) from e
+
+    async def delete_gallery(self, name: str) -> None:
+        try:
+            await self._stub.DeleteGallery(
+                cp.DeleteGalleryRequest(name=name), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            raise api_error("control plane", e, param="gallery", value=name) from e
+
+
+class MongoTokenStore:
+    def __init__(self, client: AsyncMongoClient[dict[str, Any]], db: str) -> None:
+        self._tokens = client[db].tokens
+
+    async def exists(self, token: str) -> bool:
+        try:
+            return await self._tokens.find_one({"_id": token}, {"_id": 1}) is not None
+        except PyMongoError as e:
+            raise ServiceUnavailable(f"token store unavailable: {e}") from e
+
+
+def create_token(mongo_uri: str, db: str, *, short: bool = False, note: str = "") -> str:
+    """Store a new API token and return it (the seed's `findface-facenapi.token`)."""
+    token = new_token(short)
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=10_000)
+    with client:
+        client[db].tokens.insert_one(
+            {"_id": token, "created_at": dt.datetime.now(dt.UTC), "note": note}
+        )
+    return token
+
+
+def first_token(mongo_uri: str, db: str, note: str) -> str:
+    """The oldest token with this note, created if there is none (used by `facegrid up`)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=10_000)
+    with client:
+        doc = client[db].tokens.find_one({"note": note}, sort=[("created_at", 1)])
+    if doc is not None:
+        return str(doc["_id"])
+    return create_token(mongo_uri, db, note=note)
+
+
+async def grpc_serving(channel: grpc.aio.Channel, timeout: float) -> bool:
+    try:
+        response = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=timeout
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

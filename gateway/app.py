@@ -1,0 +1,161 @@
+"""The REST application, built by a factory from the backends it is given.
+
+The same routes answer under `/v0` and `/v1`, with and without a trailing slash, as the seed's
+API did. Every error, including unknown routes and malformed parameters, comes back in the
+FindFace error format; a client's mistake is never a 500.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from facegrid import __version__
+from facegrid.gateway.core.errors import ApiError, BadParam, MethodNotAllowed, NotFound
+from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.core.tokens import TokenStore, authenticate
+from facegrid.observability import RequestMetrics
+
+API_VERSIONS = ("v0", "v1")
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+
+
+@dataclass
+class Backends:
+    galleries: Galleries
+    tokens: TokenStore
+    registry: CollectorRegistry
+    # Component name -> check; /readyz reports each and is ready only when all pass.
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+
+def _error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+def _api_router(backends: Backends) -> APIRouter:
+    async def require_token(
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> None:
+        await authenticate(backends.tokens, authorization)
+
+    router = APIRouter(dependencies=[Depends(require_token)])
+
+    def route(path: str, method: str, **kwargs: Any) -> Callable[[Any], Any]:
+        def register(endpoint: Any) -> Any:
+            for variant in (path, f"{path}/"):
+                router.add_api_route(
+                    variant,
+                    endpoint,
+                    methods=[method],
+                    include_in_schema=variant == path,
+                    **kwargs,
+                )
+            return endpoint
+
+        return register
+
+    @route("/galleries", "GET", summary="List all galleries")
+    async def list_galleries() -> dict[str, list[str]]:
+        return {"results": await backends.galleries.list()}
+
+    @route("/galleries/{gallery}", "POST", status_code=201, summary="Create a gallery")
+    async def create_gallery(gallery: str) -> dict[str, str]:
+        await backends.galleries.create(gallery)
+        return {"name": gallery}
+
+    @route(
+        "/galleries/{gallery}",
+        "DELETE",
+        status_code=204,
+        response_class=Response,
+        summary="Delete a gallery and all faces in it",
+    )
+    async def delete_gallery(gallery: str) -> Response:
+        await backends.galleries.delete(gallery)
+        return Response(status_code=204)
+
+    return router
+
+
+def create_app(backends: Backends) -> FastAPI:
+    app = FastAPI(
+        title="FaceGrid API",
+        version=__version__,
+        description="FindFace Enterprise Server SDK-compatible face recognition API.",
+    )
+    metrics = RequestMetrics("gateway", backends.registry)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # Label by route template, not raw path, so gallery names don't explode cardinality.
+        path = getattr(route, "path", "unmatched")
+        metrics.observe(
+            "http",
+            f"{request.method} {path}",
+            str(response.status_code),
+            time.perf_counter() - start,
+        )
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return _error_response(error)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 404:
+            return _error_response(NotFound(f"no such resource: {request.url.path}"))
+        if error.status_code == 405:
+            return _error_response(
+                MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+            )
+        return JSONResponse(
+            {"code": "HTTP_ERROR", "reason": str(error.detail)}, status_code=error.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        param = str(first["loc"][-1]) if first.get("loc") else None
+        return _error_response(BadParam(first["msg"], param=param, value=first.get("input")))
+
+    router = _api_router(backends)
+    for version in API_VERSIONS:
+        app.include_router(router, prefix=f"/{version}", tags=[version])
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        results = {name: await check() for name, check in backends.readiness.items()}
+        ready = all(results.values())
+        return JSONResponse(
+            {
+                "status": "ok" if ready else "unavailable",
+                "components": {k: "ok" if v else "down" for k, v in results.items()},
+            },
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(backends.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,44 @@
+"""Gallery operations behind `/galleries`, over a GalleryDirectory port."""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from facegrid.gateway.core.errors import BadParam
+
+_GALLERY_NAME = re.compile(r"[a-zA-Z0-9_-]{1,48}")
+
+
+class GalleryDirectory(Protocol):
+    """Where galleries live: the ControlPlane, reached over gRPC in production."""
+
+    async def list_galleries(self) -> list[str]: ...
+
+    async def create_gallery(self, name: str) -> None: ...
+
+    async def delete_gallery(self, name: str) -> None: ...
+
+
+def check_gallery_name(name: str) -> str:
+    if not _GALLERY_NAME.fullmatch(name):
+        raise BadParam(
+            "gallery name must be 1-48 characters of English letters, digits, '_' and '-'",
+            param="gallery",
+            value=name,
+        )
+    return name
+
+
+class Galleries:
+    def __init__(self, directory: GalleryDirectory) -> None:
+        self._directory = directory
+
+    async def list(self) -> list[str]:
+        return await self._directory.list_galleries()
+
+    async def create(self, name: str) -> None:
+        await self._directory.create_gallery(check_gallery_name(name))
+
+    async def delete(self, name: str) -> None:
+        await self._directory.delete_gallery(check_gallery_name(name))

@@ -1,0 +1,37 @@
+"""API tokens: `Authorization: Token <key>` on every request, checked against the token store."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Protocol
+
+from facegrid.gateway.core.errors import AuthFailed
+
+
+class TokenStore(Protocol):
+    async def exists(self, token: str) -> bool: ...
+
+
+def new_token(short: bool = False) -> str:
+    """A long token like `0123456789_abcdefghijklmnopqrstuvw`, or a short one like `A0B1-C2D3`."""
+    if short:
+        alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+        raw = "".join(secrets.choice(alphabet) for _ in range(8))
+        return f"{raw[:4]}-{raw[4:]}"
+    return secrets.token_urlsafe(24)
+
+
+def parse_authorization(header: str | None) -> str:
+    if not header:
+        raise AuthFailed("no Authorization header; send 'Authorization: Token <key>'")
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "token" or not token.strip():
+        raise AuthFailed("the Authorization header must be 'Token <key>'")
+    return token.strip()
+
+
+async def authenticate(store: TokenStore, header: str | None) -> str:
+    token = parse_authorization(header)
+    if not await store.exists(token):
+        raise AuthFailed("the token is not valid")
+    return token

@@ -1,0 +1,97 @@
+"""`facegrid-gateway`: the REST API, served by uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+import uvicorn
+from prometheus_client import REGISTRY
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
+from facegrid.entrypoint import run_service
+from facegrid.gateway.adapters import ControlPlaneDirectory, MongoTokenStore, grpc_serving
+from facegrid.gateway.app import Backends, create_app
+from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.settings import GatewaySettings
+from facegrid.settings import split_host_port
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT = 2.0
+
+
+async def serve(settings: GatewaySettings) -> None:
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=5_000
+    )
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=HEALTH_TIMEOUT)
+    channels = {
+        name: grpc.aio.insecure_channel(address)
+        for name, address in (
+            ("controlplane", settings.controlplane),
+            ("extractor", settings.extractor),
+            ("licensing", settings.licensing),
+        )
+    }
+
+    async def mongo_ok() -> bool:
+        try:
+            await mongo.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    async def redis_ok() -> bool:
+        try:
+            return bool(await redis.ping())
+        except RedisError:
+            return False
+
+    def grpc_check(channel: grpc.aio.Channel) -> Any:
+        return lambda: grpc_serving(channel, HEALTH_TIMEOUT)
+
+    backends = Backends(
+        galleries=Galleries(ControlPlaneDirectory(channels["controlplane"], settings.call_timeout)),
+        tokens=MongoTokenStore(mongo, settings.mongo_db),
+        registry=REGISTRY,
+        readiness={
+            "mongodb": mongo_ok,
+            "redis": redis_ok,
+            **{name: grpc_check(channel) for name, channel in channels.items()},
+        },
+    )
+    host, port = split_host_port(settings.listen)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(backends),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    log.info("gateway serving REST on http://%s", settings.listen)
+    try:
+        await server.serve()
+    finally:
+        for channel in channels.values():
+            await channel.close()
+        await redis.aclose()
+        await mongo.close()
+        log.info("gateway stopped")
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_service(
+        "facegrid-gateway",
+        "Serve the FindFace-compatible FaceGrid REST API.",
+        GatewaySettings,
+        serve,
+        argv,
+    )

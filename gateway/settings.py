@@ -1,0 +1,23 @@
+"""The gateway's settings (FACEGRID_GATEWAY_*); the only module that reads them."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from facegrid.settings import HostPort, ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    section = "gateway"
+
+    # 8000 is the port the seed's findface-facenapi answers on.
+    listen: HostPort = Field("127.0.0.1:8000", description="HTTP address of the REST API")
+    mongo_uri: str = Field("mongodb://127.0.0.1:27017", description="MongoDB connection URI")
+    mongo_db: str = Field("facegrid", min_length=1, description="MongoDB database name")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+    controlplane: HostPort = Field("127.0.0.1:50050", description="ControlPlane gRPC address")
+    extractor: HostPort = Field("127.0.0.1:18666", description="Extractor gRPC address")
+    licensing: HostPort = Field("127.0.0.1:3133", description="Licensing gRPC address")
+    call_timeout: float = Field(
+        10.0, gt=0, le=300, description="seconds to wait for a backend service call"
+    )

@@ -1,0 +1,3 @@
+from facegrid.indexer.main import main
+
+main()

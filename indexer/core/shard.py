@@ -1,0 +1,208 @@
+"""A shard: its galleries, rebuilt from the write-ahead log on start.
+
+Writes are validated completely, then logged (fsynced), then applied, under one lock: a write
+that fails validation changes nothing, and a write that was acknowledged survives a crash.
+Reads take the same lock: hnswlib does not promise a search is safe during a resize.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facegrid.indexer.core.errors import (
+    DimensionMismatch,
+    DuplicateId,
+    GalleryNotFound,
+    InvalidRequest,
+)
+from facegrid.indexer.core.gallery import GalleryIndex, HnswParams, Ids, Vectors
+from facegrid.indexer.core.wal import Op, WalRecord, WriteAheadLog
+
+MAX_GALLERY_NAME = 48
+
+
+@dataclass(frozen=True)
+class GalleryStats:
+    name: str
+    count: int
+    dim: int
+
+
+@dataclass(frozen=True)
+class ShardStats:
+    name: str
+    lsn: int
+    galleries: list[GalleryStats]
+
+
+def _check_gallery(name: str) -> None:
+    if not name or len(name) > MAX_GALLERY_NAME:
+        raise InvalidRequest(f"gallery name must be 1..{MAX_GALLERY_NAME} characters")
+
+
+class Shard:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        params: HnswParams | None = None,
+        *,
+        fsync: bool = True,
+    ) -> None:
+        self.name = name
+        self._params = params or HnswParams()
+        self._galleries: dict[str, GalleryIndex] = {}
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[int], None]] = []
+        self._wal = WriteAheadLog(data_dir / "wal.log", fsync=fsync)
+        for record in self._wal.replay():
+            self._apply(record)
+
+    @property
+    def lsn(self) -> int:
+        return self._wal.last_lsn
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def add(self, gallery: str, ids: Ids, vectors: Vectors, *, upsert: bool = False) -> int:
+        """Add vectors under ids; the gallery is created by its first add. Returns the lsn."""
+        _check_gallery(gallery)
+        ids = np.asarray(ids, dtype=np.uint64)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(ids) != len(vectors) or not len(ids):
+            raise InvalidRequest("need one vector per id, and at least one")
+        if vectors.shape[1] == 0:
+            raise InvalidRequest("vectors are empty")
+        if not np.isfinite(vectors).all():
+            raise InvalidRequest("vectors contain NaN or infinity")
+        if len(np.unique(ids)) != len(ids):
+            raise InvalidRequest("the same id appears twice in one call")
+        with self._lock:
+            index = self._galleries.get(gallery)
+            if index is not None:
+                if index.dim != vectors.shape[1]:
+                    raise DimensionMismatch(
+                        f"gallery {gallery!r} holds {index.dim}-value vectors, "
+                        f"got {vectors.shape[1]}"
+                    )
+                if not upsert:
+                    taken = [i for i in ids.tolist() if i in index]
+                    if taken:
+                        raise DuplicateId(f"id {taken[0]} is already in gallery {gallery!r}")
+            record = self._wal.append(WalRecord(Op.ADD, gallery, ids, vectors, upsert))
+            self._apply(record)
+        self._notify(record.lsn)
+        return record.lsn
+
+    def delete(self, gallery: str, ids: Ids) -> tuple[int, int]:
+        """Delete ids (absent ones are ignored); returns (deleted, lsn)."""
+        _check_gallery(gallery)
+        ids = np.asarray(ids, dtype=np.uint64)
+        with self._lock:
+            index = self._galleries.get(gallery)
+            present = [i for i in ids.tolist() if index is not None and i in index]
+            if not present:
+                return 0, self.lsn
+            record = self._wal.append(
+                WalRecord(Op.DELETE, gallery, np.array(present, dtype=np.uint64))
+            )
+            self._apply(record)
+        self._notify(record.lsn)
+        return len(present), record.lsn
+
+    def drop_gallery(self, gallery: str) -> tuple[int, int]:
+        """Forget a gallery and all its vectors; returns (deleted, lsn). Absent is not an error."""
+        _check_gallery(gallery)
+        with self._lock:
+            index = self._galleries.get(gallery)
+            if index is None:
+                return 0, self.lsn
+            count = len(index)
+            record = self._wal.append(WalRecord(Op.DROP, gallery))
+            self._apply(record)
+        self._notify(record.lsn)
+        return count, record.lsn
+
+    def _apply(self, record: WalRecord) -> None:
+        if record.op is Op.ADD:
+            assert record.vectors is not None
+            index = self._galleries.get(record.gallery)
+            if index is None:
+                index = self._galleries[record.gallery] = GalleryIndex(
+                    record.vectors.shape[1], self._params
+                )
+            index.add(record.ids, record.vectors)
+        elif record.op is Op.DELETE:
+            if record.gallery in self._galleries:
+                self._galleries[record.gallery].delete(record.ids)
+        elif record.op is Op.DROP:
+            self._galleries.pop(record.gallery, None)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _gallery(self, gallery: str) -> GalleryIndex:
+        index = self._galleries.get(gallery)
+        if index is None:
+            raise GalleryNotFound(f"gallery {gallery!r} has no vectors on shard {self.name!r}")
+        return index
+
+    def get(self, gallery: str, ids: Ids) -> tuple[Ids, Vectors]:
+        with self._lock:
+            index = self._galleries.get(gallery)
+            if index is None:
+                return np.empty(0, np.uint64), np.empty((0, 0), np.float32)
+            return index.get(np.asarray(ids, dtype=np.uint64))
+
+    def search(
+        self, gallery: str, vector: Vectors, top_n: int, max_distance: float = 0.0
+    ) -> list[tuple[int, float]]:
+        """The top_n nearest ids with their Euclidean distances; an unknown gallery has none."""
+        if top_n <= 0:
+            raise InvalidRequest("top_n must be positive")
+        vector = np.asarray(vector, dtype=np.float32)
+        if not np.isfinite(vector).all():
+            raise InvalidRequest("query contains NaN or infinity")
+        # hnswlib may not search while the same graph is resized or has deleted places
+        # replaced, so searches take the write lock too.
+        with self._lock:
+            index = self._galleries.get(gallery)
+            if index is None:
+                return []
+            return index.search(vector, top_n, max_distance)
+
+    def list_ids(self, gallery: str, after_id: int, limit: int) -> tuple[Ids, bool]:
+        if limit <= 0:
+            raise InvalidRequest("limit must be positive")
+        with self._lock:
+            return self._gallery(gallery).list_ids(after_id, limit)
+
+    def stats(self) -> ShardStats:
+        with self._lock:
+            galleries = [
+                GalleryStats(name, len(index), index.dim)
+                for name, index in sorted(self._galleries.items())
+            ]
+            return ShardStats(self.name, self.lsn, galleries)
+
+    # -- replication ----------------------------------------------------------------------------
+
+    def records_after(self, lsn: int) -> Iterator[WalRecord]:
+        return self._wal.read_after(lsn)
+
+    def subscribe(self, listener: Callable[[int], None]) -> Callable[[], None]:
+        """Call listener(lsn) after each write; returns the function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _notify(self, lsn: int) -> None:
+        for listener in list(self._listeners):
+            listener(lsn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._wal.close()

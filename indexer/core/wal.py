@@ -1,0 +1,163 @@
+"""The shard's write-ahead log: every acknowledged write is here, fsynced, before it is applied.
+
+One append-only file of length-prefixed, CRC-checked records numbered by a log sequence number
+(lsn). On open the log is scanned; a torn or corrupt tail (a crash mid-write) is cut off at the
+last whole record, which by construction was never acknowledged.
+
+Record layout (little-endian): u32 payload length, u32 CRC-32 of the payload, then the payload:
+u8 op, u64 lsn, u16 gallery name length, the name in UTF-8, then per op
+  ADD:    u8 upsert, u32 count, u32 dim, count x u64 ids, count*dim x f32 vectors
+  DELETE: u32 count, count x u64 ids
+  DROP:   nothing more
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+MAGIC = b"FGWAL\x00\x01\n"
+_FRAME = struct.Struct("<II")
+_HEAD = struct.Struct("<BQH")
+_ADD = struct.Struct("<BII")
+_COUNT = struct.Struct("<I")
+
+Ids = npt.NDArray[np.uint64]
+Vectors = npt.NDArray[np.float32]
+
+
+class Op(enum.IntEnum):
+    ADD = 1
+    DELETE = 2
+    DROP = 3
+
+
+@dataclass(frozen=True)
+class WalRecord:
+    op: Op
+    gallery: str
+    ids: Ids = field(default_factory=lambda: np.empty(0, np.uint64))
+    vectors: Vectors | None = None
+    upsert: bool = False
+    lsn: int = 0
+
+    def encode(self) -> bytes:
+        name = self.gallery.encode()
+        parts = [_HEAD.pack(self.op, self.lsn, len(name)), name]
+        if self.op is Op.ADD:
+            assert self.vectors is not None
+            count, dim = self.vectors.shape
+            parts.append(_ADD.pack(self.upsert, count, dim))
+            parts.append(self.ids.astype("<u8").tobytes())
+            parts.append(self.vectors.astype("<f4").tobytes())
+        elif self.op is Op.DELETE:
+            parts.append(_COUNT.pack(len(self.ids)))
+            parts.append(self.ids.astype("<u8").tobytes())
+        payload = b"".join(parts)
+        return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+    @classmethod
+    def decode(cls, payload: bytes) -> WalRecord:
+        op, lsn, name_len = _HEAD.unpack_from(payload)
+        pos = _HEAD.size
+        gallery = payload[pos : pos + name_len].decode()
+        pos += name_len
+        if op == Op.ADD:
+            upsert, count, dim = _ADD.unpack_from(payload, pos)
+            pos += _ADD.size
+            ids = np.frombuffer(payload, "<u8", count, pos).astype(np.uint64)
+            pos += 8 * count
+            vectors = np.frombuffer(payload, "<f4", count * dim, pos).astype(np.float32)
+            return cls(Op.ADD, gallery, ids, vectors.reshape(count, dim), bool(upsert), lsn)
+        if op == Op.DELETE:
+            (count,) = _COUNT.unpack_from(payload, pos)
+            ids = np.frombuffer(payload, "<u8", count, pos + _COUNT.size).astype(np.uint64)
+            return cls(Op.DELETE, gallery, ids, lsn=lsn)
+        if op == Op.DROP:
+            return cls(Op.DROP, gallery, lsn=lsn)
+        raise ValueError(f"unknown WAL op {op}")
+
+
+def _scan(f: BinaryIO) -> Iterator[tuple[int, WalRecord]]:
+    """Yield (end offset, record) for every whole, intact record from the current position."""
+    while True:
+        frame = f.read(_FRAME.size)
+        if len(frame) < _FRAME.size:
+            return
+        length, crc = _FRAME.unpack(frame)
+        payload = f.read(length)
+        if len(payload) < length or zlib.crc32(payload) != crc:
+            return
+        try:
+            record = WalRecord.decode(payload)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            return
+        yield f.tell(), record
+
+
+class WriteAheadLog:
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        self.path = path
+        self._fsync = fsync
+        self.last_lsn = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.stat().st_size == 0:
+            with path.open("wb") as f:
+                f.write(MAGIC)
+                self._sync(f)
+        self._file = path.open("r+b")
+        if self._file.read(len(MAGIC)) != MAGIC:
+            self._file.close()
+            raise ValueError(f"{path} is not a FaceGrid write-ahead log")
+
+    def replay(self) -> Iterator[WalRecord]:
+        """Yield every intact record, then cut any torn tail; call once, right after opening."""
+        end = len(MAGIC)
+        self._file.seek(end)
+        for offset, record in _scan(self._file):
+            end = offset
+            self.last_lsn = record.lsn
+            yield record
+        self._file.truncate(end)
+        self._file.seek(end)
+        self._sync(self._file)
+
+    def append(self, record: WalRecord) -> WalRecord:
+        """Number the record, write it and (unless disabled) fsync; returns it with its lsn."""
+        numbered = WalRecord(
+            record.op,
+            record.gallery,
+            record.ids,
+            record.vectors,
+            record.upsert,
+            self.last_lsn + 1,
+        )
+        self._file.write(numbered.encode())
+        self._sync(self._file)
+        self.last_lsn = numbered.lsn
+        return numbered
+
+    def read_after(self, lsn: int) -> Iterator[WalRecord]:
+        """Records with an lsn above `lsn`, read through a handle of their own."""
+        with self.path.open("rb") as f:
+            f.seek(len(MAGIC))
+            for _, record in _scan(f):
+                if record.lsn > lsn:
+                    yield record
+
+    def close(self) -> None:
+        self._file.close()
+
+    def _sync(self, f: BinaryIO) -> None:
+        f.flush()
+        if self._fsync:
+            os.fsync(f.fileno())

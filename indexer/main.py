@@ -1,0 +1,55 @@
+"""`facegrid-indexer`: serve one index shard over gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+
+from facegrid import grpcserver
+from facegrid.entrypoint import run_service
+from facegrid.indexer.core import Shard
+from facegrid.indexer.core.gallery import HnswParams
+from facegrid.indexer.servicer import IndexShardServicer
+from facegrid.indexer.settings import IndexerSettings
+from facegrid.v1 import index_pb2, index_pb2_grpc
+
+
+def build(settings: IndexerSettings) -> tuple[Shard, grpcserver.GrpcService]:
+    shard = Shard(
+        settings.shard_name,
+        settings.data_dir,
+        HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search),
+        fsync=settings.fsync,
+    )
+
+    async def close() -> None:
+        await asyncio.to_thread(shard.close)
+
+    service = grpcserver.GrpcService(
+        name="indexer",
+        listen=settings.listen,
+        metrics_listen=settings.metrics_listen,
+        registrations=[
+            grpcserver.Registration(
+                index_pb2_grpc.add_IndexShardServicer_to_server,
+                IndexShardServicer(shard),
+                index_pb2.DESCRIPTOR.services_by_name["IndexShard"].full_name,
+            )
+        ],
+        on_stop=[close],
+    )
+    return shard, service
+
+
+async def serve(settings: IndexerSettings) -> None:
+    _, service = build(settings)
+    await grpcserver.serve(service)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_service(
+        "facegrid-indexer",
+        "Serve one FaceGrid index shard over gRPC.",
+        IndexerSettings,
+        serve,
+        argv,
+    )

@@ -1,0 +1,1 @@
+"""The licensing service: the licence in force and its limits (the seed's NTLS)."""

@@ -1,0 +1,3 @@
+from facegrid.licensing.main import main
+
+main()

@@ -1,0 +1,3 @@
+from facegrid.operator.main import main
+
+main()

@@ -1,0 +1,3 @@
+from facegrid.operator.local.main import main
+
+main()

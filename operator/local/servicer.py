@@ -1,0 +1,148 @@
+"""ControlPlane over gRPC for the local control plane: wire types to domain calls and back."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable
+from typing import NoReturn, TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from facegrid.operator.core.placement import (
+    AlreadyExists,
+    ControlPlaneError,
+    InvalidRequest,
+    NotFound,
+    Placement,
+    Refused,
+    Unavailable,
+)
+from facegrid.operator.local.plane import LocalControlPlane
+from facegrid.operator.local.store import CameraRecord, GalleryRecord
+from facegrid.grpcserver import Context
+from facegrid.v1 import controlplane_pb2 as pb
+from facegrid.v1 import controlplane_pb2_grpc
+
+T = TypeVar("T")
+
+_STATUS: list[tuple[type[ControlPlaneError], grpc.StatusCode]] = [
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (Refused, grpc.StatusCode.FAILED_PRECONDITION),
+    (Unavailable, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+async def _call(context: Context, awaitable: Awaitable[T]) -> T:
+    try:
+        return await awaitable
+    except ControlPlaneError as e:
+        await _abort(context, e)
+
+
+async def _abort(context: Context, error: ControlPlaneError) -> NoReturn:
+    code = next((c for kind, c in _STATUS if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
+    await context.abort(code, str(error))
+
+
+def _timestamp(when: dt.datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(when)
+    return ts
+
+
+def placement_to_wire(p: Placement) -> pb.Placement:
+    return pb.Placement(
+        gallery=p.gallery,
+        version=p.version,
+        slot_count=len(p.slot_shards),
+        shards=[pb.Shard(name=s.name, address=s.address, replicas=s.replicas) for s in p.shards],
+        slot_shards=p.slot_shards,
+    )
+
+
+def _gallery(g: GalleryRecord) -> pb.Gallery:
+    return pb.Gallery(
+        name=g.name, created_at=_timestamp(g.created_at), placement=placement_to_wire(g.placement)
+    )
+
+
+def _camera(c: CameraRecord) -> pb.Camera:
+    return pb.Camera(
+        id=c.id,
+        url=c.url,
+        detector=c.detector,
+        meta=c.meta,
+        active=c.active,
+        created_at=_timestamp(c.created_at),
+    )
+
+
+class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
+    def __init__(self, plane: LocalControlPlane) -> None:
+        self._plane = plane
+
+    async def CreateGallery(
+        self, request: pb.CreateGalleryRequest, context: Context
+    ) -> pb.Gallery:
+        return _gallery(await _call(context, self._plane.create_gallery(request.name)))
+
+    async def GetGallery(
+        self, request: pb.GetGalleryRequest, context: Context
+    ) -> pb.Gallery:
+        return _gallery(await _call(context, self._plane.get_gallery(request.name)))
+
+    async def ListGalleries(
+        self, request: pb.ListGalleriesRequest, context: Context
+    ) -> pb.ListGalleriesResponse:
+        galleries = await _call(context, self._plane.list_galleries())
+        return pb.ListGalleriesResponse(galleries=[_gallery(g) for g in galleries])
+
+    async def DeleteGallery(
+        self, request: pb.DeleteGalleryRequest, context: Context
+    ) -> pb.DeleteGalleryResponse:
+        await _call(context, self._plane.delete_gallery(request.name))
+        return pb.DeleteGalleryResponse()
+
+    async def CreateCamera(
+        self, request: pb.CreateCameraRequest, context: Context
+    ) -> pb.Camera:
+        camera = await _call(
+            context,
+            self._plane.create_camera(request.url, request.detector, request.meta, request.active),
+        )
+        return _camera(camera)
+
+    async def GetCamera(
+        self, request: pb.GetCameraRequest, context: Context
+    ) -> pb.Camera:
+        return _camera(await _call(context, self._plane.get_camera(request.id)))
+
+    async def ListCameras(
+        self, request: pb.ListCamerasRequest, context: Context
+    ) -> pb.ListCamerasResponse:
+        cameras = await _call(context, self._plane.list_cameras(request.detector))
+        return pb.ListCamerasResponse(cameras=[_camera(c) for c in cameras])
+
+    async def DeleteCamera(
+        self, request: pb.DeleteCameraRequest, context: Context
+    ) -> pb.DeleteCameraResponse:
+        await _call(context, self._plane.delete_camera(request.id))
+        return pb.DeleteCameraResponse()
+
+    async def GetPlacement(
+        self, request: pb.GetPlacementRequest, context: Context
+    ) -> pb.Placement:
+        return placement_to_wire(await _call(context, self._plane.placement(request.gallery)))
+
+    async def WatchPlacements(
+        self, request: pb.WatchPlacementsRequest, context: Context
+    ) -> AsyncIterator[pb.PlacementEvent]:
+        try:
+            async for change in self._plane.watch():
+                kind = pb.PlacementEvent.DELETED if change.deleted else pb.PlacementEvent.UPSERTED
+                yield pb.PlacementEvent(kind=kind, placement=placement_to_wire(change.placement))
+        except ControlPlaneError as e:
+            await _abort(context, e)

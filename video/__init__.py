@@ -1,0 +1,1 @@
+"""Video workers: capture, motion gate, detection, tracking and best-face posting."""

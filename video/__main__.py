@@ -1,0 +1,3 @@
+from facegrid.video.main import main
+
+main()
