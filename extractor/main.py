@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import onnxruntime
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from facegrid import grpcserver
 from facegrid.entrypoint import run_service
@@ -12,7 +13,9 @@ from facegrid.extractor.settings import ExtractorSettings
 from facegrid.v1 import extractor_pb2, extractor_pb2_grpc
 
 
-def build(settings: ExtractorSettings) -> grpcserver.GrpcService:
+def build(
+    settings: ExtractorSettings, registry: CollectorRegistry = REGISTRY
+) -> grpcserver.GrpcService:
     bundle = Bundle.load(settings.model_dir) if settings.model_dir else None
     extractor = Extractor(bundle, list(onnxruntime.get_available_providers()))
     return grpcserver.GrpcService(

@@ -14,18 +14,14 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     def __init__(self, extractor: Extractor) -> None:
         self._extractor = extractor
 
-    async def Detect(
-        self, request: pb.DetectRequest, context: Context
-    ) -> pb.DetectResponse:
+    async def Detect(self, request: pb.DetectRequest, context: Context) -> pb.DetectResponse:
         try:
             self._extractor.require_models()
         except NoModels as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "detection models are not wired yet")
 
-    async def Extract(
-        self, request: pb.ExtractRequest, context: Context
-    ) -> pb.ExtractResponse:
+    async def Extract(self, request: pb.ExtractRequest, context: Context) -> pb.ExtractResponse:
         try:
             self._extractor.require_models()
         except NoModels as e:

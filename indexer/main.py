@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from prometheus_client import REGISTRY, CollectorRegistry
+
 from facegrid import grpcserver
 from facegrid.entrypoint import run_service
 from facegrid.indexer.core import Shard
@@ -13,7 +15,9 @@ from facegrid.indexer.settings import IndexerSettings
 from facegrid.v1 import index_pb2, index_pb2_grpc
 
 
-def build(settings: IndexerSettings) -> tuple[Shard, grpcserver.GrpcService]:
+def build(
+    settings: IndexerSettings, registry: CollectorRegistry = REGISTRY
+) -> tuple[Shard, grpcserver.GrpcService]:
     shard = Shard(
         settings.shard_name,
         settings.data_dir,
@@ -36,6 +40,7 @@ def build(settings: IndexerSettings) -> tuple[Shard, grpcserver.GrpcService]:
             )
         ],
         on_stop=[close],
+        registry=registry,
     )
     return shard, service
 

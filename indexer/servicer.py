@@ -13,6 +13,7 @@ from typing import NoReturn, TypeVar
 import grpc
 import numpy as np
 
+from facegrid.grpcserver import Context
 from facegrid.indexer.core import (
     DuplicateId,
     GalleryNotFound,
@@ -21,7 +22,6 @@ from facegrid.indexer.core import (
     Shard,
 )
 from facegrid.indexer.core.wal import Op, WalRecord
-from facegrid.grpcserver import Context
 from facegrid.v1 import index_pb2 as pb
 from facegrid.v1 import index_pb2_grpc
 
@@ -74,9 +74,7 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         except IndexerError as e:
             await _abort(context, e)
 
-    async def Add(
-        self, request: pb.AddRequest, context: Context
-    ) -> pb.AddResponse:
+    async def Add(self, request: pb.AddRequest, context: Context) -> pb.AddResponse:
         def add() -> int:
             ids, vectors = _vectors(list(request.entries))
             return self._shard.add(request.gallery, ids, vectors, upsert=request.upsert)
@@ -84,9 +82,7 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         lsn = await self._call(context, add)
         return pb.AddResponse(added=len(request.entries), lsn=lsn)
 
-    async def Delete(
-        self, request: pb.DeleteRequest, context: Context
-    ) -> pb.DeleteResponse:
+    async def Delete(self, request: pb.DeleteRequest, context: Context) -> pb.DeleteResponse:
         ids = np.array(request.ids, dtype=np.uint64)
         deleted, lsn = await self._call(context, lambda: self._shard.delete(request.gallery, ids))
         return pb.DeleteResponse(deleted=deleted, lsn=lsn)
@@ -97,9 +93,7 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         deleted, lsn = await self._call(context, lambda: self._shard.drop_gallery(request.gallery))
         return pb.DropGalleryResponse(deleted=deleted, lsn=lsn)
 
-    async def Get(
-        self, request: pb.GetRequest, context: Context
-    ) -> pb.GetResponse:
+    async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetResponse:
         ids = np.array(request.ids, dtype=np.uint64)
         found, vectors = await self._call(context, lambda: self._shard.get(request.gallery, ids))
         return pb.GetResponse(
@@ -109,9 +103,7 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
             ]
         )
 
-    async def Search(
-        self, request: pb.SearchRequest, context: Context
-    ) -> pb.SearchResponse:
+    async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:
         def search() -> list[tuple[int, float]]:
             if not request.vector or len(request.vector) % 4:
                 raise InvalidRequest("the query must be a non-empty run of float32 values")
@@ -123,18 +115,14 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         hits = await self._call(context, search)
         return pb.SearchResponse(hits=[pb.SearchHit(id=i, distance=d) for i, d in hits])
 
-    async def List(
-        self, request: pb.ListRequest, context: Context
-    ) -> pb.ListResponse:
+    async def List(self, request: pb.ListRequest, context: Context) -> pb.ListResponse:
         limit = request.limit or 1000
         ids, more = await self._call(
             context, lambda: self._shard.list_ids(request.gallery, request.after_id, limit)
         )
         return pb.ListResponse(ids=ids.tolist(), more=more)
 
-    async def Stats(
-        self, request: pb.StatsRequest, context: Context
-    ) -> pb.StatsResponse:
+    async def Stats(self, request: pb.StatsRequest, context: Context) -> pb.StatsResponse:
         stats = await self._call(context, self._shard.stats)
         return pb.StatsResponse(
             shard=stats.name,
@@ -154,6 +142,7 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         """Every record after `after_lsn`, then each new one as it is written, until cancelled."""
         loop = asyncio.get_running_loop()
         written = asyncio.Event()
+
         def wake(_lsn: int) -> None:
             loop.call_soon_threadsafe(written.set)
 

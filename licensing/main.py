@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY, CollectorRegistry
+
 from facegrid import grpcserver
 from facegrid.entrypoint import run_service
 from facegrid.licensing.core import License, LicenseServer
@@ -10,7 +12,9 @@ from facegrid.licensing.settings import LicensingSettings
 from facegrid.v1 import licensing_pb2, licensing_pb2_grpc
 
 
-def build(settings: LicensingSettings) -> grpcserver.GrpcService:
+def build(
+    settings: LicensingSettings, registry: CollectorRegistry = REGISTRY
+) -> grpcserver.GrpcService:
     server = LicenseServer(License(), settings.heartbeat_interval)
     return grpcserver.GrpcService(
         name="licensing",

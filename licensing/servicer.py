@@ -7,8 +7,8 @@ import time
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from facegrid.licensing.core import RESOURCES, LicenseServer, UnknownResource
 from facegrid.grpcserver import Context
+from facegrid.licensing.core import RESOURCES, LicenseServer, UnknownResource
 from facegrid.v1 import licensing_pb2 as pb
 from facegrid.v1 import licensing_pb2_grpc
 
@@ -17,9 +17,7 @@ class LicensingServicer(licensing_pb2_grpc.LicensingServicer):
     def __init__(self, server: LicenseServer) -> None:
         self._server = server
 
-    async def Check(
-        self, request: pb.CheckRequest, context: Context
-    ) -> pb.CheckResponse:
+    async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
         try:
             decision = self._server.check(
                 request.resource, request.amount, request.in_use if request.in_use else None
@@ -40,9 +38,7 @@ class LicensingServicer(licensing_pb2_grpc.LicensingServicer):
         valid = self._server.heartbeat(request.component, request.instance, dict(request.usage))
         return pb.HeartbeatResponse(valid=valid, interval_seconds=self._server.heartbeat_interval)
 
-    async def GetInfo(
-        self, request: pb.InfoRequest, context: Context
-    ) -> pb.LicenseInfo:
+    async def GetInfo(self, request: pb.InfoRequest, context: Context) -> pb.LicenseInfo:
         license = self._server.license
         valid, reason = license.valid(time.time())
         info = pb.LicenseInfo(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from prometheus_client import REGISTRY, CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from facegrid import grpcserver
@@ -38,7 +39,9 @@ async def drop_on_shard(shard: ShardRef, gallery: str) -> None:
             raise Unavailable(f"shard {shard.name} ({shard.address}): {e.details()}") from e
 
 
-async def build(settings: ControlPlaneSettings) -> tuple[grpcserver.GrpcService, LocalControlPlane]:
+async def build(
+    settings: ControlPlaneSettings, registry: CollectorRegistry = REGISTRY
+) -> tuple[grpcserver.GrpcService, LocalControlPlane]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=10_000
     )
@@ -60,6 +63,7 @@ async def build(settings: ControlPlaneSettings) -> tuple[grpcserver.GrpcService,
             )
         ],
         on_stop=[close],
+        registry=registry,
     )
     return service, plane
 

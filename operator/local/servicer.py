@@ -9,6 +9,7 @@ from typing import NoReturn, TypeVar
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from facegrid.grpcserver import Context
 from facegrid.operator.core.placement import (
     AlreadyExists,
     ControlPlaneError,
@@ -20,7 +21,6 @@ from facegrid.operator.core.placement import (
 )
 from facegrid.operator.local.plane import LocalControlPlane
 from facegrid.operator.local.store import CameraRecord, GalleryRecord
-from facegrid.grpcserver import Context
 from facegrid.v1 import controlplane_pb2 as pb
 from facegrid.v1 import controlplane_pb2_grpc
 
@@ -84,14 +84,10 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
     def __init__(self, plane: LocalControlPlane) -> None:
         self._plane = plane
 
-    async def CreateGallery(
-        self, request: pb.CreateGalleryRequest, context: Context
-    ) -> pb.Gallery:
+    async def CreateGallery(self, request: pb.CreateGalleryRequest, context: Context) -> pb.Gallery:
         return _gallery(await _call(context, self._plane.create_gallery(request.name)))
 
-    async def GetGallery(
-        self, request: pb.GetGalleryRequest, context: Context
-    ) -> pb.Gallery:
+    async def GetGallery(self, request: pb.GetGalleryRequest, context: Context) -> pb.Gallery:
         return _gallery(await _call(context, self._plane.get_gallery(request.name)))
 
     async def ListGalleries(
@@ -106,18 +102,14 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
         await _call(context, self._plane.delete_gallery(request.name))
         return pb.DeleteGalleryResponse()
 
-    async def CreateCamera(
-        self, request: pb.CreateCameraRequest, context: Context
-    ) -> pb.Camera:
+    async def CreateCamera(self, request: pb.CreateCameraRequest, context: Context) -> pb.Camera:
         camera = await _call(
             context,
             self._plane.create_camera(request.url, request.detector, request.meta, request.active),
         )
         return _camera(camera)
 
-    async def GetCamera(
-        self, request: pb.GetCameraRequest, context: Context
-    ) -> pb.Camera:
+    async def GetCamera(self, request: pb.GetCameraRequest, context: Context) -> pb.Camera:
         return _camera(await _call(context, self._plane.get_camera(request.id)))
 
     async def ListCameras(
@@ -132,9 +124,7 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
         await _call(context, self._plane.delete_camera(request.id))
         return pb.DeleteCameraResponse()
 
-    async def GetPlacement(
-        self, request: pb.GetPlacementRequest, context: Context
-    ) -> pb.Placement:
+    async def GetPlacement(self, request: pb.GetPlacementRequest, context: Context) -> pb.Placement:
         return placement_to_wire(await _call(context, self._plane.placement(request.gallery)))
 
     async def WatchPlacements(

@@ -1,0 +1,95 @@
+"""Index shard search: in process against the same shard over gRPC on loopback.
+
+Prints add throughput, search latency percentiles and the gRPC overhead as a ratio against the
+in-process baseline measured in the same run (these machines are noisy, ratios travel better).
+
+    python bench/indexer_search.py [--faces 20000] [--dim 128] [--queries 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from facegrid import grpcserver
+from facegrid.indexer import main as indexer_main
+from facegrid.indexer.settings import IndexerSettings
+from facegrid.v1 import index_pb2, index_pb2_grpc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentiles(samples: list[float]) -> str:
+    ms = np.array(samples) * 1000
+    return f"p50 {np.percentile(ms, 50):.3f} ms, p99 {np.percentile(ms, 99):.3f} ms"
+
+
+async def run(faces: int, dim: int, queries: int) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(faces, dim)).astype(np.float32)
+    probes = vectors[rng.integers(0, faces, queries)] + rng.normal(
+        scale=0.01, size=(queries, dim)
+    ).astype(np.float32)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = IndexerSettings(
+            listen=f"127.0.0.1:{free_port()}", metrics_listen=None, data_dir=Path(tmp), fsync=True
+        )
+        shard, service = indexer_main.build(settings, CollectorRegistry())
+
+        start = time.perf_counter()
+        for lo in range(0, faces, 1000):
+            ids = np.arange(lo, min(lo + 1000, faces), dtype=np.uint64)
+            shard.add("bench", ids, vectors[lo : lo + 1000])
+        add_s = time.perf_counter() - start
+        print(f"add: {faces} x {dim}-D in batches of 1000, fsync on: {faces / add_s:,.0f} faces/s")
+
+        local = []
+        correct = 0
+        for q in probes:
+            t = time.perf_counter()
+            hits = shard.search("bench", q, 10)
+            local.append(time.perf_counter() - t)
+            exact = int(np.argmin(np.linalg.norm(vectors - q, axis=1)))
+            correct += hits[0][0] == exact
+        print(f"search in process (top 10): {percentiles(local)}; recall@1 {correct / queries:.3f}")
+
+        server, _, port = await grpcserver.start(service)
+        remote = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = index_pb2_grpc.IndexShardStub(channel)
+            for q in probes:
+                t = time.perf_counter()
+                await stub.Search(
+                    index_pb2.SearchRequest(gallery="bench", vector=q.tobytes(), top_n=10)
+                )
+                remote.append(time.perf_counter() - t)
+        await server.stop(None)
+        shard.close()
+        print(f"search over gRPC (top 10):  {percentiles(remote)}")
+        print(f"gRPC / in-process median latency: {np.median(remote) / np.median(local):.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--faces", type=int, default=20_000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--queries", type=int, default=500)
+    args = parser.parse_args()
+    asyncio.run(run(args.faces, args.dim, args.queries))
+
+
+if __name__ == "__main__":
+    main()

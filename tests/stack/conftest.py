@@ -1,0 +1,133 @@
+"""`facegrid up` as a user runs it: a real supervisor process with every real child process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+STARTUP_TIMEOUT = 120.0
+
+
+def _block_is_free(base: int, size: int = 60) -> bool:
+    for port in range(base, base + size):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+@pytest.fixture
+def port_base() -> int:
+    for _ in range(50):
+        base = random.randrange(20_000, 60_000, 100)
+        if _block_is_free(base):
+            return base
+    raise RuntimeError("no free block of ports on loopback")
+
+
+@dataclass
+class RunningStack:
+    process: subprocess.Popen[str]
+    lines: queue.Queue[str]
+    reader: threading.Thread
+    output: list[str] = field(default_factory=list)
+    token: str = ""
+    api: str = ""
+
+    def wait_for(self, marker: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            self.output.append(line)
+            if line.strip().startswith("Token:"):
+                self.token = line.split()[-1]
+            if line.strip().startswith("API:"):
+                self.api = line.split()[-1].removesuffix("/v1/")
+            if marker in line:
+                return
+        raise AssertionError(f"never printed {marker!r}; output:\n" + "".join(self.output))
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.process.pid).children(recursive=True)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def start_stack(data_dir: Path, port_base: int, *extra: str) -> RunningStack:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "facegrid",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port-base",
+            str(port_base),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    stack = RunningStack(process, lines, reader)
+    stack.wait_for("Press Ctrl-C to stop.", STARTUP_TIMEOUT)
+    return stack
+
+
+@pytest.fixture
+def launch(port_base: int) -> Iterator[Callable[..., RunningStack]]:
+    """Starts `facegrid up` on this test's ports; stacks still running at the end are killed."""
+    started: list[RunningStack] = []
+
+    def start(data_dir: Path, *extra: str) -> RunningStack:
+        stack = start_stack(data_dir, port_base, *extra)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        if stack.process.poll() is None:
+            children = stack.descendants()
+            stack.process.kill()
+            for child in children:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    child.kill()
+            stack.process.wait(10)
+        stack.reader.join(10)
+        assert stack.process.stdout is not None
+        stack.process.stdout.close()

@@ -1,0 +1,174 @@
+"""The one-machine stack end to end: start, health, the first slice, stop, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from facegrid.stack import PORTS, SHARD_PORT
+from facegrid.v1 import index_pb2, index_pb2_grpc
+
+from .conftest import RunningStack
+
+COMPONENTS = {
+    "redis",
+    "mongodb",
+    "licensing",
+    "indexer-0",
+    "indexer-1",
+    "extractor",
+    "controlplane",
+    "gateway",
+}
+
+
+def _facegrid(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
+    return subprocess.run(
+        [sys.executable, "-m", "facegrid", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def _gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    return [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _search(address: str, gallery: str, vector: np.ndarray) -> list[int]:
+    with grpc.insecure_channel(address) as channel:
+        response = index_pb2_grpc.IndexShardStub(channel).Search(
+            index_pb2.SearchRequest(
+                gallery=gallery, vector=vector.astype("<f4").tobytes(), top_n=3
+            ),
+            timeout=10,
+        )
+    return [h.id for h in response.hits]
+
+
+def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
+    tmp_path: Path, port_base: int, launch: Callable[..., RunningStack]
+) -> None:
+    data = tmp_path / "data"
+    stack = launch(data, "--shards", "2")
+
+    status = _facegrid("status", "--data-dir", str(data))
+    assert status.returncode == 0, status.stdout
+    healthy = {line.split()[0] for line in status.stdout.splitlines() if "healthy (" in line}
+    assert healthy == COMPONENTS
+    assert "UNHEALTHY" not in status.stdout
+
+    auth = {"Authorization": f"Token {stack.token}"}
+    created = httpx.post(f"{stack.api}/v1/galleries/persist", headers=auth, timeout=10)
+    assert created.status_code == 201
+    assert httpx.get(f"{stack.api}/v1/galleries", headers={}, timeout=10).status_code == 401
+    assert httpx.get(f"{stack.api}/docs", timeout=10).status_code == 200
+
+    shard = f"127.0.0.1:{port_base + SHARD_PORT}"
+    vectors = np.random.default_rng(3).normal(size=(20, 128)).astype(np.float32)
+    with grpc.insecure_channel(shard) as channel:
+        index_pb2_grpc.IndexShardStub(channel).Add(
+            index_pb2.AddRequest(
+                gallery="persist",
+                entries=[
+                    index_pb2.IndexEntry(id=500 + i, vector=v.astype("<f4").tobytes())
+                    for i, v in enumerate(vectors)
+                ],
+            ),
+            timeout=10,
+        )
+    assert _search(shard, "persist", vectors[4])[0] == 504
+
+    # Every service exposes Prometheus metrics that count the requests it answered.
+    gateway_metrics = httpx.get(f"{stack.api}/metrics", timeout=10).text
+    assert 'method="POST /galleries/{gallery}",outcome="201"' in gateway_metrics
+    shard_metrics = (
+        urllib.request.urlopen(f"http://127.0.0.1:{port_base + SHARD_PORT + 1}/metrics", timeout=10)
+        .read()
+        .decode()
+    )
+    assert 'method="/facegrid.v1.IndexShard/Add",outcome="OK"' in shard_metrics
+    for key in ("licensing-metrics", "controlplane-metrics", "extractor-metrics"):
+        body = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port_base + PORTS[key]}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
+        assert "facegrid_request_duration_seconds" in body
+
+    children = stack.descendants()
+    assert len(children) >= len(COMPONENTS)
+    assert stack.stop(signal.SIGTERM) == 0
+    assert _gone(children, timeout=20) == []
+    assert not _port_open(port_base)
+    assert _facegrid("status", "--data-dir", str(data)).returncode == 1
+
+    again = launch(data, "--shards", "2")
+    assert again.token == stack.token
+    listed = httpx.get(f"{again.api}/v1/galleries", headers=auth, timeout=10)
+    assert listed.json() == {"results": ["default", "persist"]}
+    assert _search(shard, "persist", vectors[4])[0] == 504
+    children = again.descendants()
+    assert again.stop(signal.SIGINT) == 0
+    assert _gone(children, timeout=20) == []
+
+
+def test_children_die_with_a_killed_supervisor(
+    tmp_path: Path, launch: Callable[..., RunningStack]
+) -> None:
+    stack = launch(tmp_path / "data")
+    children = stack.descendants()
+    stack.stop(signal.SIGKILL)
+    assert _gone(children, timeout=30) == []
+
+
+def test_refuses_to_start_on_a_busy_port(tmp_path: Path, port_base: int) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port_base))
+        busy.listen()
+        result = _facegrid("up", "--data-dir", str(tmp_path), "--port-base", str(port_base))
+    assert result.returncode == 1
+    assert f"port(s) {port_base} already in use" in result.stdout
+
+
+def test_bad_stack_setting_stops_start_up(tmp_path: Path) -> None:
+    env = {**os.environ, "FACEGRID_SHARDS": "0", "FACEGRID_DATA_DIR": str(tmp_path)}
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "facegrid", "up"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "FACEGRID_SHARDS" in result.stderr
+    assert time.monotonic() - start < 30
+
+
+@pytest.mark.parametrize("flag", ["--shards=0", "--port-base=80"])
+def test_bad_command_line_values_stop_start_up(tmp_path: Path, flag: str) -> None:
+    result = _facegrid("up", "--data-dir", str(tmp_path), flag)
+    assert result.returncode == 2
+    assert flag.split("=")[0].removeprefix("--").replace("-", "_") in result.stderr
