@@ -7,9 +7,10 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from facegrid import grpcserver
 from facegrid.entrypoint import run_service
-from facegrid.extractor.core import Bundle, Extractor
+from facegrid.extractor.core import BadBundle, Bundle, Extractor
 from facegrid.extractor.servicer import ExtractorServicer
 from facegrid.extractor.settings import ExtractorSettings
+from facegrid.settings import ConfigError, exit_on_config_error
 from facegrid.v1 import extractor_pb2, extractor_pb2_grpc
 
 
@@ -29,11 +30,20 @@ def build(
                 extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name,
             )
         ],
+        registry=registry,
     )
 
 
 async def serve(settings: ExtractorSettings) -> None:
-    await grpcserver.serve(build(settings))
+    try:
+        service = build(settings)
+    except BadBundle as e:
+        # A broken bundle is a configuration error: stop with the reason, not a traceback.
+        exit_on_config_error(
+            "facegrid-extractor", ConfigError(f"FACEGRID_EXTRACTOR_MODEL_DIR: {e}")
+        )
+        return
+    await grpcserver.serve(service)
 
 
 def main(argv: list[str] | None = None) -> None:

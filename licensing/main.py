@@ -27,6 +27,7 @@ def build(
                 licensing_pb2.DESCRIPTOR.services_by_name["Licensing"].full_name,
             )
         ],
+        registry=registry,
     )
 
 

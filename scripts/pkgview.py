@@ -26,12 +26,15 @@ def build() -> Path:
     for package, folder in sorted(mapping.items()):
         target = VIEW.joinpath(*package.split("."))
         source = ROOT / folder
-        if package == "facegrid":
-            # The root package is a real folder so that the other mappings can nest inside it.
-            target.mkdir(parents=True)
+        if package == "facegrid" or not (source / "__init__.py").exists():
+            # A real folder: the root, so that the other mappings can nest inside it, and
+            # namespace packages (operator/), which import-linter only walks with an __init__.
+            target.mkdir(parents=True, exist_ok=True)
             for entry in source.iterdir():
-                if entry.name != "__pycache__":
+                if entry.name != "__pycache__" and not (target / entry.name).exists():
                     (target / entry.name).symlink_to(entry)
+            if not (target / "__init__.py").exists():
+                (target / "__init__.py").write_text('"""Namespace package (see pyproject)."""\n')
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(source, target_is_directory=True)

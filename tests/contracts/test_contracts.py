@@ -63,18 +63,30 @@ def test_services_offer_the_methods_of_the_architecture(
 
 def test_every_python_folder_is_a_listed_package() -> None:
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(setuptools["packages"])
     mapping: dict[str, str] = setuptools["package-dir"]
-    found = set()
+    found = set(mapping)  # each mapped folder, operator/ (a namespace package) included
     for package, folder in mapping.items():
         for init in (ROOT / folder).rglob("__init__.py"):
             relative = init.parent.relative_to(ROOT / folder)
-            parts = [] if relative == Path(".") else list(relative.parts)
-            name = ".".join([package, *parts])
-            # A folder mapped on its own is owned by that mapping, not by its parent's.
-            if not any(name != package and name == other for other in mapping):
-                found.add(name)
-    assert found == listed
+            if relative != Path("."):
+                found.add(".".join([package, *relative.parts]))
+    # proto/facegrid/v1 lies inside no other mapping's folder, so nothing is counted twice.
+    assert found == set(setuptools["packages"])
+
+
+def test_operator_folder_never_shadows_the_standard_library() -> None:
+    # With an __init__.py, `python -m anything` run from the repository root would import
+    # operator/ in place of the standard library's `operator` and fail before it starts.
+    assert not (ROOT / "operator" / "__init__.py").exists()
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", "import operator; print(operator.__file__)"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lib/python" in result.stdout
 
 
 def test_grpc_runtime_is_at_least_the_generator() -> None:
