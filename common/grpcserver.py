@@ -13,7 +13,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +32,16 @@ GRACE_SECONDS = 5.0
 # The servicer context every handler receives; a string so that nothing is subscripted at run
 # time (grpc's classes are generic only in their type stubs).
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+# A service's domain errors and the gRPC status each maps to; the first matching class wins.
+StatusTable = Sequence[tuple[type[Exception], grpc.StatusCode]]
+
+
+async def abort_with(context: Context, error: Exception, table: StatusTable) -> NoReturn:
+    """End the call with the status the table gives the error (INTERNAL if none does)."""
+    code = next((c for kind, c in table if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
+    await context.abort(code, str(error))
+    raise AssertionError("unreachable: context.abort raises")
 
 
 @dataclass

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
 import numpy as np
 
-from facegrid.grpcserver import Context
+from facegrid.grpcserver import Context, StatusTable, abort_with
 from facegrid.indexer.core import (
     DuplicateId,
     GalleryNotFound,
@@ -27,16 +27,11 @@ from facegrid.v1 import index_pb2_grpc
 
 T = TypeVar("T")
 
-_STATUS: list[tuple[type[IndexerError], grpc.StatusCode]] = [
+_STATUS: StatusTable = [
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (GalleryNotFound, grpc.StatusCode.NOT_FOUND),
     (DuplicateId, grpc.StatusCode.ALREADY_EXISTS),
 ]
-
-
-async def _abort(context: Context, error: IndexerError) -> NoReturn:
-    code = next((c for kind, c in _STATUS if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
-    await context.abort(code, str(error))
 
 
 def _vectors(entries: list[pb.IndexEntry]) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +67,7 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         try:
             return await asyncio.to_thread(fn)
         except IndexerError as e:
-            await _abort(context, e)
+            await abort_with(context, e, _STATUS)
 
     async def Add(self, request: pb.AddRequest, context: Context) -> pb.AddResponse:
         def add() -> int:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from facegrid.grpcserver import Context
+from facegrid.grpcserver import Context, StatusTable, abort_with
 from facegrid.operator.core.placement import (
     AlreadyExists,
     ControlPlaneError,
@@ -26,7 +26,7 @@ from facegrid.v1 import controlplane_pb2_grpc
 
 T = TypeVar("T")
 
-_STATUS: list[tuple[type[ControlPlaneError], grpc.StatusCode]] = [
+_STATUS: StatusTable = [
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -39,12 +39,7 @@ async def _call(context: Context, awaitable: Awaitable[T]) -> T:
     try:
         return await awaitable
     except ControlPlaneError as e:
-        await _abort(context, e)
-
-
-async def _abort(context: Context, error: ControlPlaneError) -> NoReturn:
-    code = next((c for kind, c in _STATUS if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
-    await context.abort(code, str(error))
+        await abort_with(context, e, _STATUS)
 
 
 def _timestamp(when: dt.datetime) -> Timestamp:
@@ -135,4 +130,4 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
                 kind = pb.PlacementEvent.DELETED if change.deleted else pb.PlacementEvent.UPSERTED
                 yield pb.PlacementEvent(kind=kind, placement=placement_to_wire(change.placement))
         except ControlPlaneError as e:
-            await _abort(context, e)
+            await abort_with(context, e, _STATUS)
