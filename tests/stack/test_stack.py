@@ -172,3 +172,15 @@ def test_bad_command_line_values_stop_start_up(tmp_path: Path, flag: str) -> Non
     result = _facegrid("up", "--data-dir", str(tmp_path), flag)
     assert result.returncode == 2
     assert flag.split("=")[0].removeprefix("--").replace("-", "_") in result.stderr
+
+
+def test_a_crashed_component_brings_the_stack_down_without_orphans(
+    tmp_path: Path, launch: Callable[..., RunningStack]
+) -> None:
+    stack = launch(tmp_path / "data")
+    children = stack.descendants()
+    extractor = next(c for c in children if "facegrid.extractor" in " ".join(c.cmdline()))
+    extractor.kill()
+    assert stack.process.wait(60) == 1
+    assert _gone(children, timeout=20) == []
+    stack.wait_for("extractor exited with status -9", 5)
