@@ -40,7 +40,7 @@ class DlibReader:
         self.pos += count
         return chunk
 
-    def int(self) -> int:
+    def read_int(self) -> int:
         control = self._take(1)[0]
         size = control & 0x0F
         if size > 8:
@@ -48,18 +48,18 @@ class DlibReader:
         value = int.from_bytes(self._take(size), "little") if size else 0
         return -value if control & 0x80 else value
 
-    def float(self) -> float:
-        mantissa = self.int()
-        exponent = self.int()
+    def read_float(self) -> float:
+        mantissa = self.read_int()
+        exponent = self.read_int()
         if exponent in (32000, 32001, 32002):
             # dlib's markers for infinity, -infinity and NaN.
             return {32000: math.inf, 32001: -math.inf, 32002: math.nan}[exponent]
         return math.ldexp(mantissa, exponent)
 
-    def string(self) -> str:
-        return bytes(self._take(self.int())).decode()
+    def read_string(self) -> str:
+        return bytes(self._take(self.read_int())).decode()
 
-    def bool(self) -> bool:
+    def read_bool(self) -> bool:
         byte = self._take(1)[0]
         if byte in (ord("0"), 0):
             return False
@@ -68,21 +68,21 @@ class DlibReader:
         raise DlibFormatError(f"bad bool byte {byte!r} at byte {self.pos - 1}")
 
     def expect_int(self, wanted: int, what: str) -> None:
-        got = self.int()
+        got = self.read_int()
         if got != wanted:
             raise DlibFormatError(f"{what}: expected {wanted}, got {got} at byte {self.pos}")
 
     def float_matrix(self) -> npt.NDArray[np.float32]:
         """A dlib::matrix<float> serialized element by element (as in shape predictors)."""
-        rows = abs(self.int())
-        cols = abs(self.int())
-        values = [self.float() for _ in range(rows * cols)]
+        rows = abs(self.read_int())
+        cols = abs(self.read_int())
+        values = [self.read_float() for _ in range(rows * cols)]
         return np.array(values, dtype=np.float32).reshape(rows, cols)
 
     def tensor(self) -> npt.NDArray[np.float32]:
         """A dlib resizable_tensor: shape (n, k, rows, cols) of raw little-endian float32."""
         self.expect_int(2, "tensor version")
-        n, k, rows, cols = (self.int() for _ in range(4))
+        n, k, rows, cols = (self.read_int() for _ in range(4))
         count = n * k * rows * cols
         raw = self._take(4 * count)
         return np.frombuffer(raw, dtype="<f4").astype(np.float32).reshape(n, k, rows, cols)

@@ -7,10 +7,11 @@ converted models and our alignment are compared with.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
+import dlib
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -56,14 +57,12 @@ def fer_h5() -> bytes:
 @pytest.fixture(scope="session")
 def dlib_models(
     tmp_path_factory: pytest.TempPathFactory, resnet_dat: bytes, shape5_dat: bytes
-) -> Iterator[dict[str, Any]]:
+) -> dict[str, Any]:
     """dlib's own HOG detector, 5-point shape predictor and ResNet, loaded from the same files."""
-    import dlib  # noqa: PLC0415 - the reference, needed only by these tests
-
     folder = tmp_path_factory.mktemp("dlib")
     (folder / "resnet.dat").write_bytes(resnet_dat)
     (folder / "shape5.dat").write_bytes(shape5_dat)
-    yield {
+    return {
         "dlib": dlib,
         "detector": dlib.get_frontal_face_detector(),
         "shape5": dlib.shape_predictor(str(folder / "shape5.dat")),
@@ -73,8 +72,6 @@ def dlib_models(
 
 def load_rgb(relative: str) -> npt.NDArray[np.uint8]:
     """A photo from shared/data/faces as an RGB uint8 array."""
-    import cv2  # noqa: PLC0415
-
     image = cv2.imread(str(FACES / relative), cv2.IMREAD_COLOR)
     assert image is not None, relative
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
