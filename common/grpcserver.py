@@ -61,6 +61,8 @@ class GrpcService:
     metrics_listen: str | None = None
     registry: CollectorRegistry = field(default_factory=lambda: REGISTRY)
     on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+    # Service names to report NOT_SERVING from the start, with the reason (logged).
+    not_serving: dict[str, str] = field(default_factory=dict)
 
 
 async def start(service: GrpcService) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
@@ -76,9 +78,14 @@ async def start(service: GrpcService) -> tuple[grpc.aio.Server, health.aio.Healt
         raise OSError(f"cannot listen on {service.listen}")
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
-    await health_servicer.set("", serving)
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    await health_servicer.set("", not_serving if service.not_serving else serving)
     for registration in service.registrations:
-        await health_servicer.set(registration.service_name, serving)
+        name = registration.service_name
+        reason = service.not_serving.get(name)
+        if reason:
+            log.error("%s reports NOT_SERVING: %s", name, reason)
+        await health_servicer.set(name, not_serving if reason else serving)
     return server, health_servicer, port
 
 

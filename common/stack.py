@@ -261,6 +261,11 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
     return components
 
 
+def models_dir(data_dir: Path) -> Path:
+    """Where `facegrid models build` puts bundles and `facegrid up` looks for them."""
+    return data_dir / "models"
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when the supervisor dies (Linux)."""
     pr_set_pdeathsig = 1
@@ -340,6 +345,8 @@ class Stack:
                 self._write_state(token=None)
                 self.token = self._token()
         self._write_state(self.token)
+        extractor = next(c for c in self.components if c.name == "extractor")
+        models = extractor.env.get("FACEGRID_EXTRACTOR_MODEL_DIR")
         gateway = next(c for c in self.components if c.name == "gateway")
         url = f"http://{gateway.probe.target}"
         self.say(
@@ -348,6 +355,7 @@ class Stack:
             f"  API docs: {url}/docs\n"
             f"  Token:    {self.token}\n"
             f"  Data:     {self.data_dir}\n"
+            f"  Models:   {models or 'none: run `facegrid models build`, then restart'}\n"
             f"  Status:   facegrid status --data-dir {self.data_dir}\n"
             "Press Ctrl-C to stop."
         )

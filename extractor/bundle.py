@@ -24,9 +24,9 @@ import onnx
 
 from facegrid.extractor import sources
 from facegrid.extractor.convert import dlib_resnet, dlib_shape_predictor, fer_emotions
+from facegrid.extractor.core.models import BUNDLE_VERSION
 
 BUNDLE_NAME = "facegrid-models"
-BUNDLE_VERSION = "2026.11.1"
 FACEN_SIZE = 128
 MANIFEST = "manifest.json"
 

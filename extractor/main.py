@@ -1,6 +1,12 @@
-"""`facegrid-extractor`: serve detection and face vectors over gRPC."""
+"""`facegrid-extractor`: serve detection, face vectors and attributes over gRPC.
+
+Models load, are checked against the bundle manifest and warmed up before the server starts,
+so "SERVING" means the first request is answered at full speed.
+"""
 
 from __future__ import annotations
+
+import logging
 
 import onnxruntime
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -8,17 +14,44 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from facegrid import grpcserver
 from facegrid.entrypoint import run_service
 from facegrid.extractor.core import BadBundle, Bundle, Extractor
+from facegrid.extractor.core.engine import Engine
+from facegrid.extractor.core.extraction import Extraction
 from facegrid.extractor.servicer import ExtractorServicer
 from facegrid.extractor.settings import ExtractorSettings
 from facegrid.settings import ConfigError, exit_on_config_error
 from facegrid.v1 import extractor_pb2, extractor_pb2_grpc
 
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name
+
+
+def providers_for(device: str) -> tuple[list[str], str]:
+    """(onnxruntime providers, reason the device cannot be used or "")."""
+    available = list(onnxruntime.get_available_providers())
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            return [], (
+                "FACEGRID_EXTRACTOR_DEVICE=cuda but onnxruntime offers no CUDAExecutionProvider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu or use cpu"
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
+    return ["CPUExecutionProvider"], ""
+
 
 def build(
     settings: ExtractorSettings, registry: CollectorRegistry = REGISTRY
 ) -> grpcserver.GrpcService:
+    providers, unavailable = providers_for(settings.device)
     bundle = Bundle.load(settings.model_dir) if settings.model_dir else None
-    extractor = Extractor(bundle, list(onnxruntime.get_available_providers()))
+    extraction = None
+    if bundle is not None and not unavailable:
+        assert settings.model_dir is not None
+        engine = Engine(settings.model_dir, providers, settings.threads)
+        engine.warm_up()
+        extraction = Extraction(engine, settings.max_batch, settings.min_face_size)
+        log.info("models %s %s loaded on %s", bundle.version, settings.model_dir, providers[0])
+    extractor = Extractor(bundle, providers or ["none"], unavailable)
     return grpcserver.GrpcService(
         name="extractor",
         listen=settings.listen,
@@ -26,11 +59,12 @@ def build(
         registrations=[
             grpcserver.Registration(
                 extractor_pb2_grpc.add_ExtractorServicer_to_server,
-                ExtractorServicer(extractor),
-                extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name,
+                ExtractorServicer(extractor, extraction),
+                SERVICE_NAME,
             )
         ],
         registry=registry,
+        not_serving={SERVICE_NAME: unavailable} if unavailable else {},
     )
 
 
@@ -49,7 +83,7 @@ async def serve(settings: ExtractorSettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     run_service(
         "facegrid-extractor",
-        "Serve FaceGrid face detection and face vectors over gRPC.",
+        "Serve FaceGrid face detection, face vectors and attributes over gRPC.",
         ExtractorSettings,
         serve,
         argv,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -17,6 +18,15 @@ class ExtractorSettings(ServiceSettings):
         "127.0.0.1:19666", description="HTTP address for /metrics; empty to disable"
     )
     model_dir: Path | None = Field(
-        None, description="folder of the model bundle (manifest.json); unset serves no models"
+        None, description="folder of a built model bundle (manifest.json); unset serves no models"
     )
-    max_batch: int = Field(64, ge=1, le=4096, description="largest batch sent to a model at once")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu",
+        description="where models run; 'cuda' without a usable GPU reports NOT_SERVING, "
+        "it never falls back to the CPU silently",
+    )
+    threads: int = Field(0, ge=0, le=256, description="onnxruntime threads per model; 0 = auto")
+    max_batch: int = Field(64, ge=1, le=4096, description="most photos or faces in one call")
+    min_face_size: int = Field(
+        30, ge=8, le=4096, description="default smallest face side in pixels to detect"
+    )

@@ -136,6 +136,22 @@ def chip_details(parts: npt.ArrayLike, size: int = 150, padding: float = 0.25) -
     return ChipDetails(rect=rect, angle=angle, rows=size, cols=size)
 
 
+def chip_template_points(size: int = 150, padding: float = 0.25) -> npt.NDArray[np.float32]:
+    """Where the 5 points of dlib's mean face land on a chip of this size and padding.
+
+    Used to treat an already aligned chip (a "prenormalized" photo) as a face whose points are
+    known, e.g. to cut the differently padded chips of the gender and age models from it.
+    """
+    pad = float(np.float32(padding))
+    return np.array(
+        [
+            (((pad + x) / (2 * pad + 1)) * size, ((pad + y) / (2 * pad + 1)) * size)
+            for x, y in _MEAN_FACE_5
+        ],
+        dtype=np.float32,
+    )
+
+
 def extract_chip(image: npt.ArrayLike, details: ChipDetails) -> Image:
     """dlib's `extract_image_chip` with bilinear interpolation, for one chip.
 

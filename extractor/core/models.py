@@ -11,6 +11,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+# The bundle this build of FaceGrid makes and expects (`facegrid models build`).
+BUNDLE_VERSION = "2026.11.1"
+
 
 class ExtractorError(Exception):
     pass
@@ -56,9 +59,11 @@ class Bundle:
 
 
 class Extractor:
-    def __init__(self, bundle: Bundle | None, providers: list[str]) -> None:
+    def __init__(self, bundle: Bundle | None, providers: list[str], unavailable: str = "") -> None:
         self.bundle = bundle
         self.providers = providers
+        # Why the extractor cannot serve at all (e.g. CUDA asked for but absent); empty if it can.
+        self.unavailable = unavailable
 
     def require_models(self) -> Bundle:
         if self.bundle is None:

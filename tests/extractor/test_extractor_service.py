@@ -1,16 +1,18 @@
-"""The extractor service shell: health, model info, and honest errors without a model bundle."""
+"""The extractor over gRPC with the real model bundle: detect, extract, errors, health."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import cv2
 import grpc
+import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from facegrid import grpcserver
@@ -19,57 +21,183 @@ from facegrid.extractor.settings import ExtractorSettings
 from facegrid.v1 import extractor_pb2 as pb
 from facegrid.v1 import extractor_pb2_grpc
 
-MANIFEST = {
-    "version": "2026.11",
-    "facen_size": 128,
-    "models": [
-        {"name": "dlib-resnet", "version": "1", "task": "facen", "sha256": "ab" * 32},
-        {"name": "mtcnn", "version": "1", "task": "detector", "sha256": "cd" * 32},
-    ],
-}
+FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"
+OBAMA = (FACES / "face_recognition/examples/obama.jpg").read_bytes()
+OBAMA2 = (FACES / "face_recognition/examples/obama2.jpg").read_bytes()
+BIDEN = (FACES / "face_recognition/examples/biden.jpg").read_bytes()
 
 
-async def _serve(settings: ExtractorSettings) -> AsyncIterator[extractor_pb2_grpc.ExtractorStub]:
+async def _serve(settings: ExtractorSettings) -> AsyncIterator[grpc.aio.Channel]:
     server, _, port = await grpcserver.start(extractor_main.build(settings, CollectorRegistry()))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield extractor_pb2_grpc.ExtractorStub(channel)
+        yield channel
     await server.stop(None)
 
 
 @pytest.fixture
-async def bare(unused_port: int) -> AsyncIterator[extractor_pb2_grpc.ExtractorStub]:
-    async for stub in _serve(
-        ExtractorSettings(listen=f"127.0.0.1:{unused_port}", metrics_listen=None)
-    ):
-        yield stub
+async def stub(
+    model_bundle: Path, unused_port: int
+) -> AsyncIterator[extractor_pb2_grpc.ExtractorStub]:
+    settings = ExtractorSettings(
+        listen=f"127.0.0.1:{unused_port}",
+        metrics_listen=None,
+        model_dir=model_bundle,
+        max_batch=8,
+    )
+    async for channel in _serve(settings):
+        yield extractor_pb2_grpc.ExtractorStub(channel)
 
 
-async def test_without_models_inference_fails_with_a_reason(
-    bare: extractor_pb2_grpc.ExtractorStub,
+def _facen(result: pb.ExtractResult) -> np.ndarray:
+    return np.frombuffer(result.facen, dtype="<f4")
+
+
+async def test_detect_reports_faces_landmarks_and_quality(
+    stub: extractor_pb2_grpc.ExtractorStub,
 ) -> None:
-    info = await bare.GetModelInfo(pb.ModelInfoRequest())
-    assert list(info.models) == []
-    assert "CPUExecutionProvider" in info.providers
-    for call in (bare.Detect(pb.DetectRequest()), bare.Extract(pb.ExtractRequest())):
+    group = (FACES / "facenet-pytorch/data/multiface.jpg").read_bytes()
+    response = await stub.Detect(
+        pb.DetectRequest(images=[pb.Image(data=OBAMA), pb.Image(data=group)])
+    )
+    obama, crowd = response.results
+    assert (obama.width, obama.height) == (910, 1137)
+    best = max(obama.faces, key=lambda f: f.score)
+    assert best.score > 0.99
+    assert len(best.landmarks) == 5
+    assert -1.0 < best.quality <= 0.0
+    assert len(crowd.faces) >= 5
+
+
+async def test_roi_and_face_size_limits(stub: extractor_pb2_grpc.ExtractorStub) -> None:
+    group = (FACES / "facenet-pytorch/data/multiface.jpg").read_bytes()
+    everything = (await stub.Detect(pb.DetectRequest(images=[pb.Image(data=group)]))).results[0]
+    roi = pb.BBox(x1=0, y1=0, x2=600, y2=630)
+    left = (await stub.Detect(pb.DetectRequest(images=[pb.Image(data=group)], roi=roi))).results[0]
+    assert 0 < len(left.faces) < len(everything.faces)
+    assert all(f.bbox.x2 <= 620 for f in left.faces)
+    small = await stub.Detect(pb.DetectRequest(images=[pb.Image(data=group)], max_face_size=20))
+    assert list(small.results[0].faces) == []
+
+
+async def test_extract_vectors_and_attributes(stub: extractor_pb2_grpc.ExtractorStub) -> None:
+    response = await stub.Extract(
+        pb.ExtractRequest(
+            items=[pb.ExtractItem(image=pb.Image(data=d)) for d in (OBAMA, OBAMA2, BIDEN)],
+            facen=True,
+            gender=True,
+            age=True,
+            emotions=True,
+            normalized=True,
+        )
+    )
+    assert (response.model, response.facen_size) == ("dlib-resnet-v1", 128)
+    obama, obama2, biden = response.results
+    assert np.linalg.norm(_facen(obama) - _facen(obama2)) < 0.6
+    assert np.linalg.norm(_facen(obama) - _facen(biden)) > 0.6
+    assert obama.attributes.gender == "male"
+    assert 20 < obama.attributes.age < 80
+    assert len(obama.attributes.emotions) == 7
+    confidences = [e.confidence for e in obama.attributes.emotions]
+    assert confidences == sorted(confidences, reverse=True)
+    chip = cv2.imdecode(np.frombuffer(obama.normalized, np.uint8), cv2.IMREAD_COLOR)
+    assert chip.shape == (150, 150, 3)
+
+
+async def test_prenormalized_chip_gives_the_same_vector(
+    stub: extractor_pb2_grpc.ExtractorStub,
+) -> None:
+    first = (
+        await stub.Extract(
+            pb.ExtractRequest(
+                items=[pb.ExtractItem(image=pb.Image(data=OBAMA))],
+                facen=True,
+                normalized=True,
+            )
+        )
+    ).results[0]
+    again = (
+        await stub.Extract(
+            pb.ExtractRequest(
+                items=[pb.ExtractItem(image=pb.Image(data=first.normalized), prenormalized=True)],
+                facen=True,
+                gender=True,
+            )
+        )
+    ).results[0]
+    assert np.abs(_facen(first) - _facen(again)).max() < 1e-5
+    assert again.attributes.gender == "male"
+
+
+async def test_bad_items_fail_alone(stub: extractor_pb2_grpc.ExtractorStub) -> None:
+    no_face = (FACES / "no-faces/skimage/coffee.png").read_bytes()
+    response = await stub.Extract(
+        pb.ExtractRequest(
+            items=[
+                pb.ExtractItem(image=pb.Image(data=b"garbage")),
+                pb.ExtractItem(image=pb.Image(data=OBAMA[:5000])),
+                pb.ExtractItem(image=pb.Image(data=no_face)),
+                pb.ExtractItem(image=pb.Image(data=OBAMA)),
+            ],
+            facen=True,
+        )
+    )
+    codes = [r.error.code for r in response.results]
+    assert codes == ["IMAGE_DECODING_FAILED", "IMAGE_DECODING_FAILED", "NO_FACE", ""]
+    assert len(_facen(response.results[3])) == 128
+    detected = await stub.Detect(pb.DetectRequest(images=[pb.Image(data=b"")]))
+    assert detected.results[0].error.code == "IMAGE_EMPTY"
+
+
+@pytest.mark.parametrize("count", [0, 9])
+async def test_empty_and_oversize_batches_are_refused(
+    stub: extractor_pb2_grpc.ExtractorStub, count: int
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Detect(pb.DetectRequest(images=[pb.Image(data=OBAMA)] * count))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = await stub.GetModelInfo(pb.ModelInfoRequest())
+    assert info.facen_size == 128
+
+
+async def test_model_info_lists_the_bundle(stub: extractor_pb2_grpc.ExtractorStub) -> None:
+    info = await stub.GetModelInfo(pb.ModelInfoRequest())
+    tasks = {m.task for m in info.models}
+    assert {"facen", "gender", "age", "emotions", "landmarks", "detector.pnet"} <= tasks
+    assert all(len(m.sha256) == 64 for m in info.models)
+    assert info.providers == ["CPUExecutionProvider"]
+
+
+async def test_without_models_inference_fails_with_a_reason(unused_port: int) -> None:
+    settings = ExtractorSettings(listen=f"127.0.0.1:{unused_port}", metrics_listen=None)
+    async for channel in _serve(settings):
+        stub = extractor_pb2_grpc.ExtractorStub(channel)
+        assert list((await stub.GetModelInfo(pb.ModelInfoRequest())).models) == []
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await call
+            await stub.Detect(pb.DetectRequest(images=[pb.Image(data=OBAMA)]))
         assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "FACEGRID_EXTRACTOR_MODEL_DIR" in (raised.value.details() or "")
 
 
-async def test_model_info_comes_from_the_bundle_manifest(tmp_path: Path, unused_port: int) -> None:
-    (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST))
+async def test_cuda_requested_without_a_gpu_is_not_serving(
+    model_bundle: Path, unused_port: int
+) -> None:
     settings = ExtractorSettings(
-        listen=f"127.0.0.1:{unused_port}", metrics_listen=None, model_dir=tmp_path
+        listen=f"127.0.0.1:{unused_port}",
+        metrics_listen=None,
+        model_dir=model_bundle,
+        device="cuda",
     )
-    async for stub in _serve(settings):
-        info = await stub.GetModelInfo(pb.ModelInfoRequest())
-        assert info.bundle_version == "2026.11"
-        assert info.facen_size == 128
-        assert [(m.name, m.task) for m in info.models] == [
-            ("dlib-resnet", "facen"),
-            ("mtcnn", "detector"),
-        ]
+    async for channel in _serve(settings):
+        health = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="facegrid.v1.Extractor")
+        )
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await extractor_pb2_grpc.ExtractorStub(channel).Detect(
+                pb.DetectRequest(images=[pb.Image(data=OBAMA)])
+            )
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "CUDAExecutionProvider" in (raised.value.details() or "")
 
 
 def test_a_broken_bundle_stops_start_up(tmp_path: Path) -> None:

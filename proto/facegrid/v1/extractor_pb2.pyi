@@ -100,8 +100,13 @@ class DetectedFace(_message.Message):
     BBOX_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     LANDMARKS_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     """Detector confidence in [0, 1]."""
+    quality: _builtins.float
+    """0 for a frontal, upright, sharp face of useful size; more negative for worse faces
+    (see extractor/core/quality.py for the formula).
+    """
     @_builtins.property
     def bbox(self) -> Global___BBox: ...
     @_builtins.property
@@ -114,10 +119,11 @@ class DetectedFace(_message.Message):
         bbox: Global___BBox | None = ...,
         score: _builtins.float = ...,
         landmarks: _abc.Iterable[Global___Point] | None = ...,
+        quality: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox", "landmarks", b"landmarks", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox", "landmarks", b"landmarks", "quality", b"quality", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -152,19 +158,29 @@ class DetectRequest(_message.Message):
 
     IMAGES_FIELD_NUMBER: _builtins.int
     MIN_FACE_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_FACE_SIZE_FIELD_NUMBER: _builtins.int
+    ROI_FIELD_NUMBER: _builtins.int
     min_face_size: _builtins.int
     """Smallest face side in pixels worth reporting; 0 means the extractor's default."""
+    max_face_size: _builtins.int
+    """Largest face side in pixels worth reporting; 0 means no limit."""
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]: ...
+    @_builtins.property
+    def roi(self) -> Global___BBox:
+        """Look only inside this region of every image; boxes are still in whole-image coordinates."""
+
     def __init__(
         self,
         *,
         images: _abc.Iterable[Global___Image] | None = ...,
         min_face_size: _builtins.int = ...,
+        max_face_size: _builtins.int = ...,
+        roi: Global___BBox | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["roi", b"roi"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "min_face_size", b"min_face_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "max_face_size", b"max_face_size", "min_face_size", b"min_face_size", "roi", b"roi"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -268,9 +284,14 @@ class ExtractRequest(_message.Message):
     GENDER_FIELD_NUMBER: _builtins.int
     AGE_FIELD_NUMBER: _builtins.int
     EMOTIONS_FIELD_NUMBER: _builtins.int
+    FACEN_FIELD_NUMBER: _builtins.int
+    NORMALIZED_FIELD_NUMBER: _builtins.int
     gender: _builtins.bool
     age: _builtins.bool
     emotions: _builtins.bool
+    facen: _builtins.bool
+    normalized: _builtins.bool
+    """Return the aligned face chip (150x150 PNG), FindFace's "normalized" image."""
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExtractItem]: ...
     def __init__(
@@ -280,10 +301,12 @@ class ExtractRequest(_message.Message):
         gender: _builtins.bool = ...,
         age: _builtins.bool = ...,
         emotions: _builtins.bool = ...,
+        facen: _builtins.bool = ...,
+        normalized: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "emotions", b"emotions", "gender", b"gender", "items", b"items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age", b"age", "emotions", b"emotions", "facen", b"facen", "gender", b"gender", "items", b"items", "normalized", b"normalized"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -353,10 +376,12 @@ class ExtractResult(_message.Message):
     ATTRIBUTES_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    NORMALIZED_FIELD_NUMBER: _builtins.int
     facen: _builtins.bytes
     """The face vector as little-endian float32, `ExtractResponse.facen_size` of them."""
     quality: _builtins.float
-    """Face quality in [0, 1] from size, pose, blur and exposure."""
+    """As DetectedFace.quality; 0 for prenormalized items."""
+    normalized: _builtins.bytes
     @_builtins.property
     def bbox(self) -> Global___BBox: ...
     @_builtins.property
@@ -371,10 +396,11 @@ class ExtractResult(_message.Message):
         attributes: Global___FaceAttributes | None = ...,
         quality: _builtins.float = ...,
         error: Global___ItemError | None = ...,
+        normalized: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "bbox", b"bbox", "error", b"error"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "bbox", b"bbox", "error", b"error", "facen", b"facen", "quality", b"quality"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attributes", b"attributes", "bbox", b"bbox", "error", b"error", "facen", b"facen", "normalized", b"normalized", "quality", b"quality"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,264 @@
+"""Detect and extract for batches of photos: the operations the extractor serves.
+
+Each photo (or face) of a batch succeeds or fails on its own: a bad photo yields an error entry
+with a FindFace code and never fails its neighbours or the process. Faces of a whole batch go
+through the face vector and attribute models together, so a large batch is a large model run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from facegrid.extractor.core.align import chip_template_points
+from facegrid.extractor.core.detect import Detection
+from facegrid.extractor.core.engine import Attributes, Engine, Face, dlib_box
+from facegrid.extractor.core.models import ExtractorError
+from facegrid.extractor.core.quality import assess
+from facegrid.images import DecodedImage, ImageError, decode
+
+Box = tuple[int, int, int, int]
+FloatArray = npt.NDArray[np.float32]
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+
+
+class BatchError(ExtractorError):
+    """The batch as a whole is unacceptable (empty, too large); nothing was processed."""
+
+
+@dataclass(frozen=True)
+class ItemError:
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DetectedFace:
+    box: Box
+    score: float
+    landmarks: FloatArray
+    quality: float
+
+
+@dataclass(frozen=True)
+class PhotoDetections:
+    faces: list[DetectedFace] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    orientation: int = 1
+    error: ItemError | None = None
+
+
+@dataclass(frozen=True)
+class ExtractItem:
+    image: bytes
+    box: Box | None = None
+    landmarks: FloatArray | None = None
+    prenormalized: bool = False
+
+
+@dataclass(frozen=True)
+class Extracted:
+    facen: FloatArray | None = None
+    box: Box | None = None
+    attributes: Attributes | None = None
+    quality: float = 0.0
+    normalized: bytes = b""
+    error: ItemError | None = None
+
+
+@dataclass(frozen=True)
+class Wanted:
+    facen: bool = True
+    gender: bool = False
+    age: bool = False
+    emotions: bool = False
+    normalized: bool = False
+
+
+def _check_batch(size: int, max_batch: int) -> None:
+    if size == 0:
+        raise BatchError("the batch is empty")
+    if size > max_batch:
+        raise BatchError(f"the batch has {size} items; the limit is {max_batch}")
+
+
+def _decode(data: bytes) -> DecodedImage | ItemError:
+    try:
+        return decode(data)
+    except ImageError as e:
+        return ItemError(e.code, e.reason)
+
+
+def _area(box: tuple[float, float, float, float]) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+class Extraction:
+    def __init__(self, engine: Engine, max_batch: int = 64, min_face_size: int = 30) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.min_face_size = min_face_size
+
+    # -- detect ---------------------------------------------------------------------------------
+
+    def detect(
+        self,
+        images: list[bytes],
+        min_face_size: int = 0,
+        max_face_size: int = 0,
+        roi: Box | None = None,
+    ) -> list[PhotoDetections]:
+        _check_batch(len(images), self.max_batch)
+        return [self._detect_one(data, min_face_size, max_face_size, roi) for data in images]
+
+    def _detect_one(
+        self, data: bytes, min_face_size: int, max_face_size: int, roi: Box | None
+    ) -> PhotoDetections:
+        decoded = _decode(data)
+        if isinstance(decoded, ItemError):
+            return PhotoDetections(error=decoded)
+        image, (dx, dy) = self._crop(decoded.rgb, roi)
+        faces = []
+        for face in self.engine.detect(image, min_face_size or self.min_face_size):
+            left, top, right, bottom = face.detection.box
+            side = max(right - left, bottom - top)
+            if max_face_size and side > max_face_size:
+                continue
+            chip = self.engine.chip(image, face)
+            quality = assess(face.detection.score, face.detection.landmarks, chip).score
+            landmarks = face.detection.landmarks + np.array([dx, dy], np.float32)
+            box = (round(left) + dx, round(top) + dy, round(right) + dx, round(bottom) + dy)
+            faces.append(DetectedFace(box, face.detection.score, landmarks, quality))
+        return PhotoDetections(faces, decoded.width, decoded.height, decoded.orientation)
+
+    @staticmethod
+    def _crop(
+        image: npt.NDArray[np.uint8], roi: Box | None
+    ) -> tuple[npt.NDArray[np.uint8], tuple[int, int]]:
+        if roi is None:
+            return image, (0, 0)
+        height, width = image.shape[:2]
+        left, top = max(0, roi[0]), max(0, roi[1])
+        right, bottom = min(width, roi[2]), min(height, roi[3])
+        if right <= left or bottom <= top:
+            return image[:0, :0], (left, top)
+        return np.ascontiguousarray(image[top:bottom, left:right]), (left, top)
+
+    # -- extract --------------------------------------------------------------------------------
+
+    def extract(self, items: list[ExtractItem], wanted: Wanted) -> list[Extracted]:
+        _check_batch(len(items), self.max_batch)
+        results: list[Extracted | None] = [None] * len(items)
+        images: list[npt.NDArray[np.uint8]] = []
+        faces: list[Face | None] = []  # None for prenormalized chips
+        chips: list[npt.NDArray[np.uint8]] = []
+        owners: list[int] = []
+        boxes: list[Box] = []
+        for i, item in enumerate(items):
+            decoded = _decode(item.image)
+            if isinstance(decoded, ItemError):
+                results[i] = Extracted(error=decoded)
+                continue
+            image = decoded.rgb
+            if item.prenormalized:
+                chip = np.asarray(
+                    cv2.resize(image, (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_AREA),
+                    dtype=np.uint8,
+                )
+                face: Face | None = None
+                box: Box = (0, 0, image.shape[1], image.shape[0])
+            else:
+                found = self._locate(image, item)
+                if found is None:
+                    results[i] = Extracted(error=ItemError("NO_FACE", "no face found"))
+                    continue
+                face = found
+                chip = self.engine.chip(image, face)
+                left, top, right, bottom = face.detection.box
+                box = (round(left), round(top), round(right), round(bottom))
+            images.append(image)
+            faces.append(face)
+            chips.append(chip)
+            owners.append(i)
+            boxes.append(box)
+
+        if owners:
+            batch = np.stack(chips)
+            vectors = self.engine.facen(batch) if wanted.facen else None
+            attributes = self._attributes(images, faces, chips, wanted)
+            for k, i in enumerate(owners):
+                face = faces[k]
+                quality = (
+                    assess(face.detection.score, face.detection.landmarks, chips[k]).score
+                    if face is not None
+                    else 0.0
+                )
+                normalized = b""
+                if wanted.normalized:
+                    ok, png = cv2.imencode(".png", cv2.cvtColor(chips[k], cv2.COLOR_RGB2BGR))
+                    normalized = png.tobytes() if ok else b""
+                results[i] = Extracted(
+                    facen=vectors[k] if vectors is not None else None,
+                    box=boxes[k],
+                    attributes=attributes[k] if attributes else None,
+                    quality=quality,
+                    normalized=normalized,
+                )
+        return [
+            r if r is not None else Extracted(error=ItemError("INTERNAL", "lost")) for r in results
+        ]
+
+    def _locate(self, image: npt.NDArray[np.uint8], item: ExtractItem) -> Face | None:
+        if item.landmarks is not None and item.landmarks.shape == (5, 2):
+            points = item.landmarks.astype(np.float32)
+            box = dlib_box(points)
+            parts = self.engine.shape_predictor.predict(image, box)
+            left, top, right, bottom = item.box if item.box else box
+            detection = Detection((left, top, right, bottom), 1.0, points)
+            return Face(detection, box, parts)
+        candidates = self.engine.detect(image, self.min_face_size)
+        if item.box is not None:
+            candidates = [c for c in candidates if _overlap(c.detection.box, item.box) > 0.3]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda c: _area(c.detection.box))
+
+    def _attributes(
+        self,
+        images: list[npt.NDArray[np.uint8]],
+        faces: list[Face | None],
+        chips: list[npt.NDArray[np.uint8]],
+        wanted: Wanted,
+    ) -> list[Attributes] | None:
+        if not (wanted.gender or wanted.age or wanted.emotions):
+            return None
+        # A prenormalized chip stands in for its own photo, with dlib's points of a chip.
+        sources = []
+        parts = []
+        for image, face, chip in zip(images, faces, chips, strict=True):
+            if face is None:
+                sources.append(chip)
+                parts.append(self._chip_parts())
+            else:
+                sources.append(image)
+                parts.append(face.parts)
+        return self.engine.attributes(
+            sources, parts, gender=wanted.gender, age=wanted.age, emotions=wanted.emotions
+        )
+
+    def _chip_parts(self) -> FloatArray:
+        """Where dlib's five points lie on a 150x150, padding-0.25 chip (the alignment template)."""
+        return chip_template_points(CHIP_SIZE, CHIP_PADDING)
+
+
+def _overlap(a: tuple[float, float, float, float], b: Box) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = _area(a) + _area((float(b[0]), float(b[1]), float(b[2]), float(b[3]))) - inter
+    return inter / union if union > 0 else 0.0
