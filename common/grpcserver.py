@@ -60,6 +60,8 @@ class GrpcService:
     registrations: Sequence[Registration]
     metrics_listen: str | None = None
     registry: CollectorRegistry = field(default_factory=lambda: REGISTRY)
+    # Run after the server is up (e.g. start a companion HTTP server) and after it stopped.
+    on_start: Sequence[Callable[[], Awaitable[None]]] = ()
     on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
     # Service names to report NOT_SERVING from the start, with the reason (logged).
     not_serving: dict[str, str] = field(default_factory=dict)
@@ -94,6 +96,8 @@ async def serve(service: GrpcService) -> None:
     if service.metrics_listen:
         start_metrics_server(service.metrics_listen, service.registry)
     server, health_servicer, _port = await start(service)
+    for callback in service.on_start:
+        await callback()
     log.info(
         "%s serving gRPC on %s (metrics on %s)",
         service.name,

@@ -29,6 +29,7 @@ from typing import IO
 
 from pydantic import Field
 
+from facegrid.extractor.core.models import BUNDLE_VERSION
 from facegrid.health import Probe, check
 from facegrid.settings import ServiceSettings
 
@@ -48,6 +49,7 @@ PORTS = {
     "controlplane-metrics": 6,
     "extractor": 7,
     "extractor-metrics": 8,
+    "extractor-http": 9,
 }
 SHARD_PORT = 20
 MAX_SHARDS = 16
@@ -213,14 +215,17 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
                 listen,
             )
         )
+    extractor_env = {
+        "listen": address("extractor"),
+        "metrics_listen": address("extractor-metrics"),
+        "http_listen": address("extractor-http"),
+    }
+    bundle = models_dir(data) / BUNDLE_VERSION
+    if (bundle / "manifest.json").exists():
+        extractor_env["model_dir"] = str(bundle)
     components.append(
         service(
-            "extractor",
-            "facegrid.extractor",
-            "extractor",
-            {"listen": address("extractor"), "metrics_listen": address("extractor-metrics")},
-            1,
-            address("extractor"),
+            "extractor", "facegrid.extractor", "extractor", extractor_env, 1, address("extractor")
         )
     )
     components.append(

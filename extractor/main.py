@@ -6,19 +6,25 @@ so "SERVING" means the first request is answered at full speed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Iterator
 
 import onnxruntime
+import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from facegrid import grpcserver
 from facegrid.entrypoint import run_service
+from facegrid.extractor import http_api
 from facegrid.extractor.core import BadBundle, Bundle, Extractor
 from facegrid.extractor.core.engine import Engine
 from facegrid.extractor.core.extraction import Extraction
+from facegrid.extractor.http_api import HttpOptions
 from facegrid.extractor.servicer import ExtractorServicer
 from facegrid.extractor.settings import ExtractorSettings
-from facegrid.settings import ConfigError, exit_on_config_error
+from facegrid.settings import ConfigError, exit_on_config_error, split_host_port
 from facegrid.v1 import extractor_pb2, extractor_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,7 @@ def build(
         extraction = Extraction(engine, settings.max_batch, settings.min_face_size)
         log.info("models %s %s loaded on %s", bundle.version, settings.model_dir, providers[0])
     extractor = Extractor(bundle, providers or ["none"], unavailable)
+    on_start, on_stop = _http_server(settings, extraction)
     return grpcserver.GrpcService(
         name="extractor",
         listen=settings.listen,
@@ -65,7 +72,48 @@ def build(
         ],
         registry=registry,
         not_serving={SERVICE_NAME: unavailable} if unavailable else {},
+        on_start=on_start,
+        on_stop=on_stop,
     )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn sharing the gRPC server's process: the gRPC shell owns the signals and stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _http_server(
+    settings: ExtractorSettings, extraction: Extraction | None
+) -> tuple[list[Callable[[], Awaitable[None]]], list[Callable[[], Awaitable[None]]]]:
+    """Start and stop hooks for the Extraction API over HTTP, if it is enabled."""
+    if not settings.http_listen:
+        return [], []
+    options = HttpOptions(settings.quality_estimator, settings.fetch_enabled)
+    app = http_api.create_app(lambda: extraction, options)
+    host, port = split_host_port(settings.http_listen)
+    server = _EmbeddedServer(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    )
+    tasks: list[asyncio.Task[None]] = []
+
+    async def start() -> None:
+        tasks.append(asyncio.create_task(server.serve()))
+        while not server.started and not tasks[0].done():
+            await asyncio.sleep(0.02)
+        if tasks[0].done():
+            tasks[0].result()  # re-raise why it could not start
+            raise OSError(f"Extraction API could not listen on {settings.http_listen}")
+        log.info("Extraction API serving HTTP on http://%s", settings.http_listen)
+
+    async def stop() -> None:
+        server.should_exit = True
+        for task in tasks:
+            await task
+
+    return [start], [stop]
 
 
 async def serve(settings: ExtractorSettings) -> None:

@@ -13,7 +13,17 @@ from facegrid.settings import HostPort, OptionalHostPort, ServiceSettings
 class ExtractorSettings(ServiceSettings):
     section = "extractor"
 
-    listen: HostPort = Field("127.0.0.1:18666", description="gRPC address to serve on")
+    listen: HostPort = Field("127.0.0.1:18665", description="gRPC address to serve on")
+    # 18666 is where the seed's Extraction API answered; clients of it work unchanged.
+    http_listen: OptionalHostPort = Field(
+        "127.0.0.1:18666", description="HTTP address of the Extraction API; empty to disable"
+    )
+    quality_estimator: bool = Field(
+        False, description="Extraction API: detection_score is the face quality, not confidence"
+    )
+    fetch_enabled: bool = Field(
+        True, description="Extraction API: fetch images given as http(s) URLs"
+    )
     metrics_listen: OptionalHostPort = Field(
         "127.0.0.1:19666", description="HTTP address for /metrics; empty to disable"
     )

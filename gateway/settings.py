@@ -16,7 +16,7 @@ class GatewaySettings(ServiceSettings):
     mongo_db: str = Field("facegrid", min_length=1, description="MongoDB database name")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
     controlplane: HostPort = Field("127.0.0.1:50050", description="ControlPlane gRPC address")
-    extractor: HostPort = Field("127.0.0.1:18666", description="Extractor gRPC address")
+    extractor: HostPort = Field("127.0.0.1:18665", description="Extractor gRPC address")
     licensing: HostPort = Field("127.0.0.1:3133", description="Licensing gRPC address")
     call_timeout: float = Field(
         10.0, gt=0, le=300, description="seconds to wait for a backend service call"

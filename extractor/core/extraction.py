@@ -80,6 +80,47 @@ class Wanted:
     normalized: bool = False
 
 
+@dataclass(frozen=True)
+class AnalysisRequest:
+    image: bytes
+    roi: Box | None = None
+    prenormalized: bool = False
+    auto_rotate: bool = False
+
+
+@dataclass(frozen=True)
+class AnalysedFace:
+    box: Box
+    score: float
+    quality: float
+    facen: FloatArray | None = None
+    attributes: Attributes | None = None
+    normalized: bytes = b""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    faces: list[AnalysedFace] = field(default_factory=list)
+    error: ItemError | None = None
+
+
+def _unrotate(box: tuple[float, float, float, float], k: int, width: int, height: int) -> Box:
+    """A box found in np.rot90(image, k), in the coordinates of the image itself."""
+    corners = [(box[0], box[1]), (box[2], box[3])]
+    points = []
+    for x, y in corners:
+        if k == 1:
+            points.append((width - 1 - y, x))
+        elif k == 2:
+            points.append((width - 1 - x, height - 1 - y))
+        elif k == 3:
+            points.append((y, height - 1 - x))
+        else:
+            points.append((x, y))
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return (round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys)))
+
+
 def _check_batch(size: int, max_batch: int) -> None:
     if size == 0:
         raise BatchError("the batch is empty")
@@ -148,6 +189,85 @@ class Extraction:
         if right <= left or bottom <= top:
             return image[:0, :0], (left, top)
         return np.ascontiguousarray(image[top:bottom, left:right]), (left, top)
+
+    # -- analyse: every face of every photo, with everything asked for -------------------------
+
+    def analyse(self, requests: list[AnalysisRequest], wanted: Wanted) -> list[Analysis]:
+        """The seed's Extraction API operation: all faces of each photo, each fully described.
+
+        With auto_rotate the photo is also searched turned by 90, 180 and 270 degrees; a face
+        found in several orientations is reported once, from the orientation where its quality
+        is best, with its box in the photo's own coordinates.
+        """
+        _check_batch(len(requests), self.max_batch)
+        results: list[Analysis | None] = [None] * len(requests)
+        # One entry per face: (request index, box, score, quality, source image, face or None, chip)
+        found: list[
+            tuple[int, Box, float, float, npt.NDArray[np.uint8], Face | None, npt.NDArray[np.uint8]]
+        ] = []
+        for i, request in enumerate(requests):
+            decoded = _decode(request.image)
+            if isinstance(decoded, ItemError):
+                results[i] = Analysis(error=decoded)
+                continue
+            if request.prenormalized:
+                chip = np.asarray(
+                    cv2.resize(decoded.rgb, (CHIP_SIZE, CHIP_SIZE), interpolation=cv2.INTER_AREA),
+                    dtype=np.uint8,
+                )
+                found.append((i, (0, 0, decoded.width, decoded.height), 1.0, 0.0, chip, None, chip))
+                continue
+            image, (dx, dy) = self._crop(decoded.rgb, request.roi)
+            height, width = image.shape[:2]
+            kept: list[
+                tuple[Box, float, float, npt.NDArray[np.uint8], Face, npt.NDArray[np.uint8]]
+            ] = []
+            for k in (0, 1, 2, 3) if request.auto_rotate else (0,):
+                turned = np.ascontiguousarray(np.rot90(image, k)) if k else image
+                for face in self.engine.detect(turned, self.min_face_size):
+                    chip = self.engine.chip(turned, face)
+                    quality = assess(face.detection.score, face.detection.landmarks, chip).score
+                    box = _unrotate(face.detection.box, k, width, height)
+                    box = (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+                    same = [n for n, other in enumerate(kept) if _box_iou(other[0], box) > 0.5]
+                    if same and kept[same[0]][2] >= quality:
+                        continue
+                    for n in reversed(same):
+                        kept.pop(n)
+                    kept.append((box, face.detection.score, quality, turned, face, chip))
+            for box, score, quality, source, face, chip in kept:
+                found.append((i, box, score, quality, source, face, chip))
+            if not kept:
+                results[i] = Analysis()
+
+        if found:
+            chips = np.stack([entry[6] for entry in found])
+            vectors = self.engine.facen(chips) if wanted.facen else None
+            attributes = self._attributes(
+                [entry[4] for entry in found],
+                [entry[5] for entry in found],
+                [entry[6] for entry in found],
+                wanted,
+            )
+            faces: dict[int, list[AnalysedFace]] = {}
+            for n, (i, box, score, quality, _source, _face, chip) in enumerate(found):
+                normalized = b""
+                if wanted.normalized:
+                    ok, png = cv2.imencode(".png", cv2.cvtColor(chip, cv2.COLOR_RGB2BGR))
+                    normalized = png.tobytes() if ok else b""
+                faces.setdefault(i, []).append(
+                    AnalysedFace(
+                        box,
+                        score,
+                        quality,
+                        facen=vectors[n] if vectors is not None else None,
+                        attributes=attributes[n] if attributes else None,
+                        normalized=normalized,
+                    )
+                )
+            for i, entries in faces.items():
+                results[i] = Analysis(entries)
+        return [r if r is not None else Analysis() for r in results]
 
     # -- extract --------------------------------------------------------------------------------
 
@@ -254,6 +374,10 @@ class Extraction:
     def _chip_parts(self) -> FloatArray:
         """Where dlib's five points lie on a 150x150, padding-0.25 chip (the alignment template)."""
         return chip_template_points(CHIP_SIZE, CHIP_PADDING)
+
+
+def _box_iou(a: Box, b: Box) -> float:
+    return _overlap((float(a[0]), float(a[1]), float(a[2]), float(a[3])), b)
 
 
 def _overlap(a: tuple[float, float, float, float], b: Box) -> float:
