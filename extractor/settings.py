@@ -37,6 +37,7 @@ class ExtractorSettings(ServiceSettings):
     )
     threads: int = Field(0, ge=0, le=256, description="onnxruntime threads per model; 0 = auto")
     max_batch: int = Field(64, ge=1, le=4096, description="most photos or faces in one call")
+    # FindFace's documented minimum face is 50x50; smaller faces cost pyramid levels.
     min_face_size: int = Field(
-        30, ge=8, le=4096, description="default smallest face side in pixels to detect"
+        50, ge=8, le=4096, description="default smallest face side in pixels to detect"
     )

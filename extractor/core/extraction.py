@@ -140,7 +140,7 @@ def _area(box: tuple[float, float, float, float]) -> float:
 
 
 class Extraction:
-    def __init__(self, engine: Engine, max_batch: int = 64, min_face_size: int = 30) -> None:
+    def __init__(self, engine: Engine, max_batch: int = 64, min_face_size: int = 50) -> None:
         self.engine = engine
         self.max_batch = max_batch
         self.min_face_size = min_face_size
