@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import onnxruntime
 import uvicorn
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
 from facegrid import grpcserver
 from facegrid.entrypoint import run_service
@@ -24,6 +24,7 @@ from facegrid.extractor.core.extraction import Extraction
 from facegrid.extractor.http_api import HttpOptions
 from facegrid.extractor.servicer import ExtractorServicer
 from facegrid.extractor.settings import ExtractorSettings
+from facegrid.observability import LATENCY_BUCKETS
 from facegrid.settings import ConfigError, exit_on_config_error, split_host_port
 from facegrid.v1 import extractor_pb2, extractor_pb2_grpc
 
@@ -53,12 +54,33 @@ def build(
     extraction = None
     if bundle is not None and not unavailable:
         assert settings.model_dir is not None
-        engine = Engine(settings.model_dir, providers, settings.threads)
+        stages = Histogram(
+            "facegrid_extractor_stage_seconds",
+            "Time spent per pipeline stage and call.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        engine = Engine(
+            settings.model_dir,
+            providers,
+            settings.threads,
+            batch_wait=settings.batch_wait_ms / 1000,
+            max_batch=settings.model_batch,
+            observe=lambda stage, seconds: stages.labels(stage).observe(seconds),
+        )
         engine.warm_up()
         extraction = Extraction(engine, settings.max_batch, settings.min_face_size)
         log.info("models %s %s loaded on %s", bundle.version, settings.model_dir, providers[0])
     extractor = Extractor(bundle, providers or ["none"], unavailable)
     on_start, on_stop = _http_server(settings, extraction)
+    if extraction is not None:
+        engine = extraction.engine
+
+        async def close_engine() -> None:
+            engine.close()
+
+        on_stop.append(close_engine)
     return grpcserver.GrpcService(
         name="extractor",
         listen=settings.listen,

@@ -37,6 +37,15 @@ class ExtractorSettings(ServiceSettings):
     )
     threads: int = Field(0, ge=0, le=256, description="onnxruntime threads per model; 0 = auto")
     max_batch: int = Field(64, ge=1, le=4096, description="most photos or faces in one call")
+    model_batch: int = Field(
+        256, ge=1, le=4096, description="most face chips merged into one face vector model run"
+    )
+    batch_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="how long a face vector run waits for concurrent callers to join it",
+    )
     # FindFace's documented minimum face is 50x50; smaller faces cost pyramid levels.
     min_face_size: int = Field(
         50, ge=8, le=4096, description="default smallest face side in pixels to detect"

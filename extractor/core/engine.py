@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ import onnxruntime as ort
 
 from facegrid.extractor.convert.dlib_shape_predictor import ShapePredictorArrays
 from facegrid.extractor.core.align import face_chip
+from facegrid.extractor.core.batching import MicroBatcher
 from facegrid.extractor.core.detect import Detection, DetectorParams, FaceDetector
 from facegrid.extractor.core.landmarks import ShapePredictor
 from facegrid.extractor.core.models import BadBundle
@@ -79,7 +82,18 @@ class Engine:
         providers: list[str] | None = None,
         threads: int = 0,
         detector_params: DetectorParams | None = None,
+        *,
+        batch_wait: float | None = None,
+        max_batch: int = 64,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
+        """Load and check a bundle.
+
+        batch_wait: when set, concurrent callers' face vector runs are merged into batches of
+        up to max_batch chips, waiting at most this many seconds for company.
+        observe(stage, seconds) is called after each stage (for latency histograms).
+        """
+        self._observe = observe or (lambda _stage, _seconds: None)
         manifest_path = bundle_dir / "manifest.json"
         try:
             self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
@@ -113,6 +127,11 @@ class Engine:
             ShapePredictorArrays.from_npz(bundle_dir / self.models["landmarks"]["file"])
         )
         self._facen = session("facen")
+        self._facen_batcher = (
+            MicroBatcher(self._run_facen, max_batch, batch_wait, name="facen-batcher")
+            if batch_wait is not None
+            else None
+        )
         self._gender = session("gender")
         self._age = session("age")
         self._emotions = session("emotions")
@@ -131,20 +150,43 @@ class Engine:
 
     # -- stages ---------------------------------------------------------------------------------
 
+    def close(self) -> None:
+        if self._facen_batcher is not None:
+            self._facen_batcher.close()
+
     def detect(self, image: Image, min_face_size: int | None = None) -> list[Face]:
+        start = time.perf_counter()
+        detections = self.detector.detect(image, min_face_size)
+        self._observe("detect", time.perf_counter() - start)
+        start = time.perf_counter()
         faces = []
-        for detection in self.detector.detect(image, min_face_size):
+        for detection in detections:
             box = dlib_box(detection.landmarks)
             parts = self.shape_predictor.predict(image, box)
             faces.append(Face(detection, box, parts))
+        if faces:
+            self._observe("landmarks", time.perf_counter() - start)
         return faces
 
     def chip(self, image: Image, face: Face, size: int = 150, padding: float = 0.25) -> Image:
-        return face_chip(image, face.parts, size=size, padding=padding)
+        start = time.perf_counter()
+        chip = face_chip(image, face.parts, size=size, padding=padding)
+        self._observe("align", time.perf_counter() - start)
+        return chip
 
     def facen(self, chips: Image) -> FloatArray:
         """(N, 150, 150, 3) uint8 chips -> (N, 128) face vectors."""
-        (vectors,) = self._facen.run(None, {"chip": chips.astype(np.float32)})
+        start = time.perf_counter()
+        rows = chips.astype(np.float32)
+        if self._facen_batcher is not None:
+            vectors = self._facen_batcher(rows)
+        else:
+            vectors = self._run_facen(rows)
+        self._observe("facen", time.perf_counter() - start)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def _run_facen(self, rows: npt.NDArray[np.generic]) -> FloatArray:
+        (vectors,) = self._facen.run(None, {"chip": rows})
         return np.asarray(vectors, dtype=np.float32)
 
     def attributes(
@@ -159,6 +201,20 @@ class Engine:
         """Gender, age and emotions for faces given by their image and dlib points."""
         if not parts:
             return []
+        start = time.perf_counter()
+        try:
+            return self._attributes(images, parts, gender, age, emotions)
+        finally:
+            self._observe("attributes", time.perf_counter() - start)
+
+    def _attributes(
+        self,
+        images: list[Image],
+        parts: list[FloatArray],
+        gender: bool,
+        age: bool,
+        emotions: bool,
+    ) -> list[Attributes]:
         out: list[dict[str, Any]] = [{} for _ in parts]
         if gender:
             spec = self.models["gender"]

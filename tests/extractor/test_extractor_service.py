@@ -217,3 +217,38 @@ def test_a_broken_bundle_stops_start_up(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "FACEGRID_EXTRACTOR_MODEL_DIR" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_stage_latencies_are_recorded(model_bundle: Path, unused_port: int) -> None:
+    registry = CollectorRegistry()
+    settings = ExtractorSettings(
+        listen=f"127.0.0.1:{unused_port}", metrics_listen=None, model_dir=model_bundle
+    )
+    server, _, port = await grpcserver.start(extractor_main.build(settings, registry))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await extractor_pb2_grpc.ExtractorStub(channel).Extract(
+            pb.ExtractRequest(
+                items=[pb.ExtractItem(image=pb.Image(data=OBAMA))],
+                facen=True,
+                age=True,
+            )
+        )
+    await server.stop(None)
+    for stage in ("detect", "landmarks", "align", "facen", "attributes"):
+        count = registry.get_sample_value(
+            "facegrid_extractor_stage_seconds_count", {"stage": stage}
+        )
+        assert count is not None
+        assert count >= 1, stage
+    assert (
+        registry.get_sample_value(
+            "facegrid_requests_total",
+            {
+                "service": "extractor",
+                "protocol": "grpc",
+                "method": "/facegrid.v1.Extractor/Extract",
+                "outcome": "OK",
+            },
+        )
+        == 1.0
+    )

@@ -1,0 +1,125 @@
+"""Extractor throughput through gRPC with concurrent clients (CPU here; `--device cuda` on a GPU).
+
+Starts the real extractor server on loopback with a freshly built bundle, then keeps
+`--clients` concurrent callers busy for `--seconds`:
+- prenormalized chips, `--chips` per call: face vectors per second (micro-batching merges the
+  callers' chips into model runs of up to `--model-batch`);
+- 640x480 photos with one face, one per call: photos per second (detect, align, facen).
+Run once with `--batch-wait-ms 0` to see what micro-batching adds.
+
+    FACEGRID_MODEL_CACHE=... python bench/extractor_service.py [--clients 8] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+from prometheus_client import CollectorRegistry
+
+from facegrid import grpcserver
+from facegrid.extractor import main as extractor_main
+from facegrid.extractor.bundle import build
+from facegrid.extractor.settings import ExtractorSettings
+from facegrid.v1 import extractor_pb2 as pb
+from facegrid.v1 import extractor_pb2_grpc
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def load(
+    stub: extractor_pb2_grpc.ExtractorStub,
+    request: pb.ExtractRequest,
+    clients: int,
+    seconds: float,
+) -> float:
+    """Items (results) per second with `clients` callers repeating request."""
+    await stub.Extract(request)
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            response = await stub.Extract(request)
+            done += sum(1 for r in response.results if not r.error.code)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return done / (time.perf_counter() - start)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--chips", type=int, default=8, help="prenormalized chips per call")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--model-batch", type=int, default=256)
+    parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    args = parser.parse_args()
+
+    photo = cv2.imread(str(FACES / "face_recognition/examples/obama.jpg"))
+    canvas = np.zeros((480, 640, 3), np.uint8)
+    canvas[:, 80:560] = cv2.resize(photo, (480, 480))
+    photo_jpeg = cv2.imencode(".jpg", canvas)[1].tobytes()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = build(Path(tmp), progress=lambda _line: None).path
+        settings = ExtractorSettings(
+            listen=f"127.0.0.1:{free_port()}",
+            metrics_listen=None,
+            http_listen=None,
+            model_dir=bundle,
+            device=args.device,
+            model_batch=args.model_batch,
+            batch_wait_ms=args.batch_wait_ms,
+            max_batch=max(64, args.chips),
+        )
+        server, _, port = await grpcserver.start(
+            extractor_main.build(settings, CollectorRegistry())
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = extractor_pb2_grpc.ExtractorStub(channel)
+            first = await stub.Extract(
+                pb.ExtractRequest(
+                    items=[pb.ExtractItem(image=pb.Image(data=photo_jpeg))],
+                    normalized=True,
+                )
+            )
+            chip = first.results[0].normalized
+            chips = pb.ExtractRequest(
+                items=[pb.ExtractItem(image=pb.Image(data=chip), prenormalized=True)] * args.chips,
+                facen=True,
+            )
+            faces = await load(stub, chips, args.clients, args.seconds)
+            print(
+                f"{args.device}: prenormalized chips, {args.clients} clients x {args.chips} "
+                f"per call, batch wait {args.batch_wait_ms} ms: {faces:,.0f} faces/s"
+            )
+            photos = pb.ExtractRequest(
+                items=[pb.ExtractItem(image=pb.Image(data=photo_jpeg))], facen=True
+            )
+            rate = await load(stub, photos, args.clients, args.seconds)
+            print(
+                f"{args.device}: 640x480 photos (detect, align, facen), {args.clients} "
+                f"clients: {rate:,.1f} photos/s"
+            )
+        await server.stop(None)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
