@@ -105,6 +105,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
                 request.min_face_size,
                 request.max_face_size,
                 roi,
+                request.auto_rotate,
             )
         except BatchError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))

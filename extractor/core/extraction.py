@@ -104,21 +104,40 @@ class Analysis:
     error: ItemError | None = None
 
 
+def _unrotate_points(points: FloatArray, k: int, width: int, height: int) -> FloatArray:
+    """Points found in np.rot90(image, k) (image is width x height), in the image's coordinates."""
+    x, y = points[:, 0], points[:, 1]
+    if k == 1:
+        x, y = width - 1 - y, x
+    elif k == 2:
+        x, y = width - 1 - x, height - 1 - y
+    elif k == 3:
+        x, y = y, height - 1 - x
+    return np.stack([x, y], axis=1).astype(np.float32)
+
+
 def _unrotate(box: tuple[float, float, float, float], k: int, width: int, height: int) -> Box:
     """A box found in np.rot90(image, k), in the coordinates of the image itself."""
-    corners = [(box[0], box[1]), (box[2], box[3])]
-    points = []
-    for x, y in corners:
-        if k == 1:
-            points.append((width - 1 - y, x))
-        elif k == 2:
-            points.append((width - 1 - x, height - 1 - y))
-        elif k == 3:
-            points.append((y, height - 1 - x))
-        else:
-            points.append((x, y))
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    return (round(min(xs)), round(min(ys)), round(max(xs)), round(max(ys)))
+    corners = np.array([[box[0], box[1]], [box[2], box[3]]], np.float32)
+    points = _unrotate_points(corners, k, width, height)
+    xs, ys = points[:, 0], points[:, 1]
+    return (
+        round(float(xs.min())),
+        round(float(ys.min())),
+        round(float(xs.max())),
+        round(float(ys.max())),
+    )
+
+
+@dataclass(frozen=True)
+class _Found:
+    box: Box  # in the whole photo's coordinates
+    score: float
+    quality: float
+    landmarks: FloatArray  # in the whole photo's coordinates
+    source: npt.NDArray[np.uint8]  # the (cropped, turned) image the face was found in
+    face: Face
+    chip: npt.NDArray[np.uint8]
 
 
 def _check_batch(size: int, max_batch: int) -> None:
@@ -153,29 +172,64 @@ class Extraction:
         min_face_size: int = 0,
         max_face_size: int = 0,
         roi: Box | None = None,
+        auto_rotate: bool = False,
     ) -> list[PhotoDetections]:
         _check_batch(len(images), self.max_batch)
-        return [self._detect_one(data, min_face_size, max_face_size, roi) for data in images]
+        return [
+            self._detect_one(data, min_face_size, max_face_size, roi, auto_rotate)
+            for data in images
+        ]
 
     def _detect_one(
-        self, data: bytes, min_face_size: int, max_face_size: int, roi: Box | None
+        self,
+        data: bytes,
+        min_face_size: int,
+        max_face_size: int,
+        roi: Box | None,
+        auto_rotate: bool = False,
     ) -> PhotoDetections:
         decoded = _decode(data)
         if isinstance(decoded, ItemError):
             return PhotoDetections(error=decoded)
-        image, (dx, dy) = self._crop(decoded.rgb, roi)
         faces = []
-        for face in self.engine.detect(image, min_face_size or self.min_face_size):
-            left, top, right, bottom = face.detection.box
-            side = max(right - left, bottom - top)
-            if max_face_size and side > max_face_size:
+        for found in self._find(decoded.rgb, roi, min_face_size, auto_rotate):
+            left, top, right, bottom = found.box
+            if max_face_size and max(right - left, bottom - top) > max_face_size:
                 continue
-            chip = self.engine.chip(image, face)
-            quality = assess(face.detection.score, face.detection.landmarks, chip).score
-            landmarks = face.detection.landmarks + np.array([dx, dy], np.float32)
-            box = (round(left) + dx, round(top) + dy, round(right) + dx, round(bottom) + dy)
-            faces.append(DetectedFace(box, face.detection.score, landmarks, quality))
+            faces.append(DetectedFace(found.box, found.score, found.landmarks, found.quality))
         return PhotoDetections(faces, decoded.width, decoded.height, decoded.orientation)
+
+    def _find(
+        self,
+        photo: npt.NDArray[np.uint8],
+        roi: Box | None,
+        min_face_size: int,
+        auto_rotate: bool,
+    ) -> list[_Found]:
+        """Faces in the photo (within roi); with auto_rotate also in the photo turned by 90, 180
+        and 270 degrees, a face seen in several orientations kept once, where its quality is
+        best. Boxes and landmarks are in the photo's own coordinates."""
+        image, (dx, dy) = self._crop(photo, roi)
+        height, width = image.shape[:2]
+        offset = np.array([dx, dy], np.float32)
+        kept: list[_Found] = []
+        for k in (0, 1, 2, 3) if auto_rotate else (0,):
+            turned = np.ascontiguousarray(np.rot90(image, k)) if k else image
+            for face in self.engine.detect(turned, min_face_size or self.min_face_size):
+                chip = self.engine.chip(turned, face)
+                quality = assess(face.detection.score, face.detection.landmarks, chip).score
+                box = _unrotate(face.detection.box, k, width, height)
+                box = (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+                landmarks = _unrotate_points(face.detection.landmarks, k, width, height) + offset
+                same = [n for n, other in enumerate(kept) if _box_iou(other.box, box) > 0.5]
+                if same and kept[same[0]].quality >= quality:
+                    continue
+                for n in reversed(same):
+                    kept.pop(n)
+                kept.append(
+                    _Found(box, face.detection.score, quality, landmarks, turned, face, chip)
+                )
+        return kept
 
     @staticmethod
     def _crop(
@@ -217,26 +271,9 @@ class Extraction:
                 )
                 found.append((i, (0, 0, decoded.width, decoded.height), 1.0, 0.0, chip, None, chip))
                 continue
-            image, (dx, dy) = self._crop(decoded.rgb, request.roi)
-            height, width = image.shape[:2]
-            kept: list[
-                tuple[Box, float, float, npt.NDArray[np.uint8], Face, npt.NDArray[np.uint8]]
-            ] = []
-            for k in (0, 1, 2, 3) if request.auto_rotate else (0,):
-                turned = np.ascontiguousarray(np.rot90(image, k)) if k else image
-                for face in self.engine.detect(turned, self.min_face_size):
-                    chip = self.engine.chip(turned, face)
-                    quality = assess(face.detection.score, face.detection.landmarks, chip).score
-                    box = _unrotate(face.detection.box, k, width, height)
-                    box = (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
-                    same = [n for n, other in enumerate(kept) if _box_iou(other[0], box) > 0.5]
-                    if same and kept[same[0]][2] >= quality:
-                        continue
-                    for n in reversed(same):
-                        kept.pop(n)
-                    kept.append((box, face.detection.score, quality, turned, face, chip))
-            for box, score, quality, source, face, chip in kept:
-                found.append((i, box, score, quality, source, face, chip))
+            kept = self._find(decoded.rgb, request.roi, 0, request.auto_rotate)
+            for f in kept:
+                found.append((i, f.box, f.score, f.quality, f.source, f.face, f.chip))
             if not kept:
                 results[i] = Analysis()
 

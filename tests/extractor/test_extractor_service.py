@@ -252,3 +252,21 @@ async def test_stage_latencies_are_recorded(model_bundle: Path, unused_port: int
         )
         == 1.0
     )
+
+
+async def test_auto_rotate_detects_upside_down_faces_in_photo_coordinates(
+    stub: extractor_pb2_grpc.ExtractorStub,
+) -> None:
+    image = cv2.imdecode(np.frombuffer(OBAMA, np.uint8), cv2.IMREAD_COLOR)
+    flipped = cv2.imencode(".jpg", cv2.rotate(image, cv2.ROTATE_180))[1].tobytes()
+    plain = (await stub.Detect(pb.DetectRequest(images=[pb.Image(data=flipped)]))).results[0]
+    turned = (
+        await stub.Detect(pb.DetectRequest(images=[pb.Image(data=flipped)], auto_rotate=True))
+    ).results[0]
+    best_plain = max(f.quality for f in plain.faces) if plain.faces else -100.0
+    best = max(turned.faces, key=lambda f: f.quality)
+    assert best.quality > best_plain
+    eyes_y = (best.landmarks[0].y + best.landmarks[1].y) / 2
+    mouth_y = (best.landmarks[3].y + best.landmarks[4].y) / 2
+    assert eyes_y > mouth_y  # read upright, mapped back onto the upside-down photo
+    assert best.bbox.y1 <= mouth_y < eyes_y <= best.bbox.y2

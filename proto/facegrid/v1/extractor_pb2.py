@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x61\x63\x65grid/v1/extractor.proto\x12\x0b\x66\x61\x63\x65grid.v1\"\x15\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"6\n\x04\x42\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x05\x12\n\n\x02y1\x18\x02 \x01(\x05\x12\n\n\x02x2\x18\x03 \x01(\x05\x12\n\n\x02y2\x18\x04 \x01(\x05\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"v\n\x0c\x44\x65tectedFace\x12\x1f\n\x04\x62\x62ox\x18\x01 \x01(\x0b\x32\x11.facegrid.v1.BBox\x12\r\n\x05score\x18\x02 \x01(\x02\x12%\n\tlandmarks\x18\x03 \x03(\x0b\x32\x12.facegrid.v1.Point\x12\x0f\n\x07quality\x18\x04 \x01(\x02\")\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x81\x01\n\rDetectRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.facegrid.v1.Image\x12\x15\n\rmin_face_size\x18\x02 \x01(\r\x12\x15\n\rmax_face_size\x18\x03 \x01(\r\x12\x1e\n\x03roi\x18\x04 \x01(\x0b\x32\x11.facegrid.v1.BBox\"\x96\x01\n\x0fImageDetections\x12(\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x19.facegrid.v1.DetectedFace\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x13\n\x0borientation\x18\x04 \x01(\r\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.facegrid.v1.ItemError\"?\n\x0e\x44\x65tectResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.facegrid.v1.ImageDetections\"\x8f\x01\n\x0b\x45xtractItem\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.facegrid.v1.Image\x12\x1f\n\x04\x62\x62ox\x18\x02 \x01(\x0b\x32\x11.facegrid.v1.BBox\x12%\n\tlandmarks\x18\x03 \x03(\x0b\x32\x12.facegrid.v1.Point\x12\x15\n\rprenormalized\x18\x04 \x01(\x08\"\x8b\x01\n\x0e\x45xtractRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.facegrid.v1.ExtractItem\x12\x0e\n\x06gender\x18\x02 \x01(\x08\x12\x0b\n\x03\x61ge\x18\x03 \x01(\x08\x12\x10\n\x08\x65motions\x18\x04 \x01(\x08\x12\r\n\x05\x66\x61\x63\x65n\x18\x05 \x01(\x08\x12\x12\n\nnormalized\x18\x06 \x01(\x08\"3\n\x0c\x45motionScore\x12\x0f\n\x07\x65motion\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"u\n\x0e\x46\x61\x63\x65\x41ttributes\x12\x0e\n\x06gender\x18\x01 \x01(\t\x12\x19\n\x11gender_confidence\x18\x02 \x01(\x02\x12\x0b\n\x03\x61ge\x18\x03 \x01(\x02\x12+\n\x08\x65motions\x18\x04 \x03(\x0b\x32\x19.facegrid.v1.EmotionScore\"\xbc\x01\n\rExtractResult\x12\r\n\x05\x66\x61\x63\x65n\x18\x01 \x01(\x0c\x12\x1f\n\x04\x62\x62ox\x18\x02 \x01(\x0b\x32\x11.facegrid.v1.BBox\x12/\n\nattributes\x18\x03 \x01(\x0b\x32\x1b.facegrid.v1.FaceAttributes\x12\x0f\n\x07quality\x18\x04 \x01(\x02\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.facegrid.v1.ItemError\x12\x12\n\nnormalized\x18\x06 \x01(\x0c\"x\n\x0f\x45xtractResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nfacen_size\x18\x03 \x01(\r\x12+\n\x07results\x18\x04 \x03(\x0b\x32\x1a.facegrid.v1.ExtractResult\"\x12\n\x10ModelInfoRequest\"H\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"z\n\x11ModelInfoResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.facegrid.v1.ModelInfo\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x12\n\nfacen_size\x18\x03 \x01(\r\x12\x11\n\tproviders\x18\x04 \x03(\t2\xe3\x01\n\tExtractor\x12\x41\n\x06\x44\x65tect\x12\x1a.facegrid.v1.DetectRequest\x1a\x1b.facegrid.v1.DetectResponse\x12\x44\n\x07\x45xtract\x12\x1b.facegrid.v1.ExtractRequest\x1a\x1c.facegrid.v1.ExtractResponse\x12M\n\x0cGetModelInfo\x12\x1d.facegrid.v1.ModelInfoRequest\x1a\x1e.facegrid.v1.ModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x61\x63\x65grid/v1/extractor.proto\x12\x0b\x66\x61\x63\x65grid.v1\"\x15\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"6\n\x04\x42\x42ox\x12\n\n\x02x1\x18\x01 \x01(\x05\x12\n\n\x02y1\x18\x02 \x01(\x05\x12\n\n\x02x2\x18\x03 \x01(\x05\x12\n\n\x02y2\x18\x04 \x01(\x05\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x02\x12\t\n\x01y\x18\x02 \x01(\x02\"v\n\x0c\x44\x65tectedFace\x12\x1f\n\x04\x62\x62ox\x18\x01 \x01(\x0b\x32\x11.facegrid.v1.BBox\x12\r\n\x05score\x18\x02 \x01(\x02\x12%\n\tlandmarks\x18\x03 \x03(\x0b\x32\x12.facegrid.v1.Point\x12\x0f\n\x07quality\x18\x04 \x01(\x02\")\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x96\x01\n\rDetectRequest\x12\"\n\x06images\x18\x01 \x03(\x0b\x32\x12.facegrid.v1.Image\x12\x15\n\rmin_face_size\x18\x02 \x01(\r\x12\x15\n\rmax_face_size\x18\x03 \x01(\r\x12\x1e\n\x03roi\x18\x04 \x01(\x0b\x32\x11.facegrid.v1.BBox\x12\x13\n\x0b\x61uto_rotate\x18\x05 \x01(\x08\"\x96\x01\n\x0fImageDetections\x12(\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x19.facegrid.v1.DetectedFace\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x13\n\x0borientation\x18\x04 \x01(\r\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.facegrid.v1.ItemError\"?\n\x0e\x44\x65tectResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.facegrid.v1.ImageDetections\"\x8f\x01\n\x0b\x45xtractItem\x12!\n\x05image\x18\x01 \x01(\x0b\x32\x12.facegrid.v1.Image\x12\x1f\n\x04\x62\x62ox\x18\x02 \x01(\x0b\x32\x11.facegrid.v1.BBox\x12%\n\tlandmarks\x18\x03 \x03(\x0b\x32\x12.facegrid.v1.Point\x12\x15\n\rprenormalized\x18\x04 \x01(\x08\"\x8b\x01\n\x0e\x45xtractRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.facegrid.v1.ExtractItem\x12\x0e\n\x06gender\x18\x02 \x01(\x08\x12\x0b\n\x03\x61ge\x18\x03 \x01(\x08\x12\x10\n\x08\x65motions\x18\x04 \x01(\x08\x12\r\n\x05\x66\x61\x63\x65n\x18\x05 \x01(\x08\x12\x12\n\nnormalized\x18\x06 \x01(\x08\"3\n\x0c\x45motionScore\x12\x0f\n\x07\x65motion\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\"u\n\x0e\x46\x61\x63\x65\x41ttributes\x12\x0e\n\x06gender\x18\x01 \x01(\t\x12\x19\n\x11gender_confidence\x18\x02 \x01(\x02\x12\x0b\n\x03\x61ge\x18\x03 \x01(\x02\x12+\n\x08\x65motions\x18\x04 \x03(\x0b\x32\x19.facegrid.v1.EmotionScore\"\xbc\x01\n\rExtractResult\x12\r\n\x05\x66\x61\x63\x65n\x18\x01 \x01(\x0c\x12\x1f\n\x04\x62\x62ox\x18\x02 \x01(\x0b\x32\x11.facegrid.v1.BBox\x12/\n\nattributes\x18\x03 \x01(\x0b\x32\x1b.facegrid.v1.FaceAttributes\x12\x0f\n\x07quality\x18\x04 \x01(\x02\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.facegrid.v1.ItemError\x12\x12\n\nnormalized\x18\x06 \x01(\x0c\"x\n\x0f\x45xtractResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nfacen_size\x18\x03 \x01(\r\x12+\n\x07results\x18\x04 \x03(\x0b\x32\x1a.facegrid.v1.ExtractResult\"\x12\n\x10ModelInfoRequest\"H\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04task\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\"z\n\x11ModelInfoResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.facegrid.v1.ModelInfo\x12\x16\n\x0e\x62undle_version\x18\x02 \x01(\t\x12\x12\n\nfacen_size\x18\x03 \x01(\r\x12\x11\n\tproviders\x18\x04 \x03(\t2\xe3\x01\n\tExtractor\x12\x41\n\x06\x44\x65tect\x12\x1a.facegrid.v1.DetectRequest\x1a\x1b.facegrid.v1.DetectResponse\x12\x44\n\x07\x45xtract\x12\x1b.facegrid.v1.ExtractRequest\x1a\x1c.facegrid.v1.ExtractResponse\x12M\n\x0cGetModelInfo\x12\x1d.facegrid.v1.ModelInfoRequest\x1a\x1e.facegrid.v1.ModelInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,29 +42,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ITEMERROR']._serialized_start=274
   _globals['_ITEMERROR']._serialized_end=315
   _globals['_DETECTREQUEST']._serialized_start=318
-  _globals['_DETECTREQUEST']._serialized_end=447
-  _globals['_IMAGEDETECTIONS']._serialized_start=450
-  _globals['_IMAGEDETECTIONS']._serialized_end=600
-  _globals['_DETECTRESPONSE']._serialized_start=602
-  _globals['_DETECTRESPONSE']._serialized_end=665
-  _globals['_EXTRACTITEM']._serialized_start=668
-  _globals['_EXTRACTITEM']._serialized_end=811
-  _globals['_EXTRACTREQUEST']._serialized_start=814
-  _globals['_EXTRACTREQUEST']._serialized_end=953
-  _globals['_EMOTIONSCORE']._serialized_start=955
-  _globals['_EMOTIONSCORE']._serialized_end=1006
-  _globals['_FACEATTRIBUTES']._serialized_start=1008
-  _globals['_FACEATTRIBUTES']._serialized_end=1125
-  _globals['_EXTRACTRESULT']._serialized_start=1128
-  _globals['_EXTRACTRESULT']._serialized_end=1316
-  _globals['_EXTRACTRESPONSE']._serialized_start=1318
-  _globals['_EXTRACTRESPONSE']._serialized_end=1438
-  _globals['_MODELINFOREQUEST']._serialized_start=1440
-  _globals['_MODELINFOREQUEST']._serialized_end=1458
-  _globals['_MODELINFO']._serialized_start=1460
-  _globals['_MODELINFO']._serialized_end=1532
-  _globals['_MODELINFORESPONSE']._serialized_start=1534
-  _globals['_MODELINFORESPONSE']._serialized_end=1656
-  _globals['_EXTRACTOR']._serialized_start=1659
-  _globals['_EXTRACTOR']._serialized_end=1886
+  _globals['_DETECTREQUEST']._serialized_end=468
+  _globals['_IMAGEDETECTIONS']._serialized_start=471
+  _globals['_IMAGEDETECTIONS']._serialized_end=621
+  _globals['_DETECTRESPONSE']._serialized_start=623
+  _globals['_DETECTRESPONSE']._serialized_end=686
+  _globals['_EXTRACTITEM']._serialized_start=689
+  _globals['_EXTRACTITEM']._serialized_end=832
+  _globals['_EXTRACTREQUEST']._serialized_start=835
+  _globals['_EXTRACTREQUEST']._serialized_end=974
+  _globals['_EMOTIONSCORE']._serialized_start=976
+  _globals['_EMOTIONSCORE']._serialized_end=1027
+  _globals['_FACEATTRIBUTES']._serialized_start=1029
+  _globals['_FACEATTRIBUTES']._serialized_end=1146
+  _globals['_EXTRACTRESULT']._serialized_start=1149
+  _globals['_EXTRACTRESULT']._serialized_end=1337
+  _globals['_EXTRACTRESPONSE']._serialized_start=1339
+  _globals['_EXTRACTRESPONSE']._serialized_end=1459
+  _globals['_MODELINFOREQUEST']._serialized_start=1461
+  _globals['_MODELINFOREQUEST']._serialized_end=1479
+  _globals['_MODELINFO']._serialized_start=1481
+  _globals['_MODELINFO']._serialized_end=1553
+  _globals['_MODELINFORESPONSE']._serialized_start=1555
+  _globals['_MODELINFORESPONSE']._serialized_end=1677
+  _globals['_EXTRACTOR']._serialized_start=1680
+  _globals['_EXTRACTOR']._serialized_end=1907
 # @@protoc_insertion_point(module_scope)

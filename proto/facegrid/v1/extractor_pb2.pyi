@@ -160,10 +160,15 @@ class DetectRequest(_message.Message):
     MIN_FACE_SIZE_FIELD_NUMBER: _builtins.int
     MAX_FACE_SIZE_FIELD_NUMBER: _builtins.int
     ROI_FIELD_NUMBER: _builtins.int
+    AUTO_ROTATE_FIELD_NUMBER: _builtins.int
     min_face_size: _builtins.int
     """Smallest face side in pixels worth reporting; 0 means the extractor's default."""
     max_face_size: _builtins.int
     """Largest face side in pixels worth reporting; 0 means no limit."""
+    auto_rotate: _builtins.bool
+    """Also look for faces in the image turned by 90, 180 and 270 degrees; a face seen in several
+    orientations is reported once, where its quality is best, in the image's own coordinates.
+    """
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]: ...
     @_builtins.property
@@ -177,10 +182,11 @@ class DetectRequest(_message.Message):
         min_face_size: _builtins.int = ...,
         max_face_size: _builtins.int = ...,
         roi: Global___BBox | None = ...,
+        auto_rotate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["roi", b"roi"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["images", b"images", "max_face_size", b"max_face_size", "min_face_size", b"min_face_size", "roi", b"roi"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_rotate", b"auto_rotate", "images", b"images", "max_face_size", b"max_face_size", "min_face_size", b"min_face_size", "roi", b"roi"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
