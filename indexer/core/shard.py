@@ -1,7 +1,9 @@
 """A shard: its galleries, rebuilt from the write-ahead log on start.
 
-Writes are validated completely, then logged (fsynced), then applied, under one lock: a write
-that fails validation changes nothing, and a write that was acknowledged survives a crash.
+Writes are validated completely, then logged and applied under one lock, then made durable
+(fsync) outside it, so concurrent writers share fsyncs (group commit). A write that fails
+validation changes nothing; a write is acknowledged only after its fsync, so it survives a
+crash. A reader may see a write a moment before it is durable.
 Reads take the same lock: hnswlib does not promise a search is safe during a resize.
 """
 
@@ -94,8 +96,9 @@ class Shard:
                     taken = [i for i in ids.tolist() if i in index]
                     if taken:
                         raise DuplicateId(f"id {taken[0]} is already in gallery {gallery!r}")
-            record = self._wal.append(WalRecord(Op.ADD, gallery, ids, vectors, upsert))
+            record = self._wal.write(WalRecord(Op.ADD, gallery, ids, vectors, upsert))
             self._apply(record)
+        self._wal.sync(record.lsn)
         self._notify(record.lsn)
         return record.lsn
 
@@ -108,10 +111,11 @@ class Shard:
             present = [i for i in ids.tolist() if index is not None and i in index]
             if not present:
                 return 0, self.lsn
-            record = self._wal.append(
+            record = self._wal.write(
                 WalRecord(Op.DELETE, gallery, np.array(present, dtype=np.uint64))
             )
             self._apply(record)
+        self._wal.sync(record.lsn)
         self._notify(record.lsn)
         return len(present), record.lsn
 
@@ -123,8 +127,9 @@ class Shard:
             if index is None:
                 return 0, self.lsn
             count = len(index)
-            record = self._wal.append(WalRecord(Op.DROP, gallery))
+            record = self._wal.write(WalRecord(Op.DROP, gallery))
             self._apply(record)
+        self._wal.sync(record.lsn)
         self._notify(record.lsn)
         return count, record.lsn
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,7 +109,10 @@ class WriteAheadLog:
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         self._fsync = fsync
+        self._sync_lock = threading.Lock()
         self.last_lsn = 0
+        self.synced_lsn = 0
+        self.fsyncs = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.stat().st_size == 0:
             with path.open("wb") as f:
@@ -130,9 +134,14 @@ class WriteAheadLog:
         self._file.truncate(end)
         self._file.seek(end)
         self._sync(self._file)
+        self.synced_lsn = self.last_lsn
 
-    def append(self, record: WalRecord) -> WalRecord:
-        """Number the record, write it and (unless disabled) fsync; returns it with its lsn."""
+    def write(self, record: WalRecord) -> WalRecord:
+        """Number the record and hand it to the OS, without waiting for the disk.
+
+        Callers serialise writes (the shard's lock); the record is durable once `sync(lsn)`
+        returns.
+        """
         numbered = WalRecord(
             record.op,
             record.gallery,
@@ -142,8 +151,31 @@ class WriteAheadLog:
             self.last_lsn + 1,
         )
         self._file.write(numbered.encode())
-        self._sync(self._file)
+        self._file.flush()
         self.last_lsn = numbered.lsn
+        return numbered
+
+    def sync(self, lsn: int) -> None:
+        """Return once every record up to lsn is on disk.
+
+        Group commit: writers that arrive while an fsync runs are covered by the next one, so
+        concurrent writers share fsyncs instead of queueing one each.
+        """
+        if not self._fsync:
+            return
+        with self._sync_lock:
+            if self.synced_lsn >= lsn:
+                return
+            # Everything written so far was flushed to the OS before last_lsn moved past it.
+            target = self.last_lsn
+            os.fsync(self._file.fileno())
+            self.fsyncs += 1
+            self.synced_lsn = target
+
+    def append(self, record: WalRecord) -> WalRecord:
+        """Write the record and wait until it is durable."""
+        numbered = self.write(record)
+        self.sync(numbered.lsn)
         return numbered
 
     def read_after(self, lsn: int) -> Iterator[WalRecord]:
