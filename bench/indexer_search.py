@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from facegrid import grpcserver
 from facegrid.indexer import main as indexer_main
+from facegrid.indexer.core import Shard
 from facegrid.indexer.settings import IndexerSettings
 from facegrid.v1 import index_pb2, index_pb2_grpc
 
@@ -108,7 +109,19 @@ async def run(faces: int, dim: int, queries: int) -> None:
                     f"{done / (time.perf_counter() - start):,.0f} faces/s"
                 )
         await server.stop(None)
+        count = sum(g.count for g in shard.stats().galleries)
+        start = time.perf_counter()
+        shard.snapshot()
+        snapshot_s = time.perf_counter() - start
         shard.close()
+        start = time.perf_counter()
+        reopened = Shard("bench", Path(tmp))
+        restart_s = time.perf_counter() - start
+        assert sum(g.count for g in reopened.stats().galleries) == count
+        reopened.close()
+        print(
+            f"snapshot of {count:,} vectors: {snapshot_s:.2f} s; restart from it: {restart_s:.2f} s"
+        )
         print(f"search over gRPC (top 10):  {percentiles(remote)}")
         print(f"gRPC / in-process median latency: {np.median(remote) / np.median(local):.1f}x")
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from facegrid import grpcserver
 from facegrid.entrypoint import run_service
 from facegrid.indexer.core import Shard
+from facegrid.indexer.core.errors import SnapshotDamaged
 from facegrid.indexer.core.gallery import HnswParams
 from facegrid.indexer.servicer import IndexShardServicer
 from facegrid.indexer.settings import IndexerSettings
@@ -23,6 +25,7 @@ def build(
         settings.data_dir,
         HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search),
         fsync=settings.fsync,
+        snapshot_every=settings.snapshot_every,
     )
 
     async def close() -> None:
@@ -46,7 +49,12 @@ def build(
 
 
 async def serve(settings: IndexerSettings) -> None:
-    _, service = build(settings)
+    try:
+        _, service = build(settings)
+    except SnapshotDamaged as e:
+        # Never start from a guess: the operator restores or removes the damaged files.
+        print(f"facegrid-indexer: cannot recover {settings.data_dir}: {e}", file=sys.stderr)
+        sys.exit(1)
     await grpcserver.serve(service)
 
 

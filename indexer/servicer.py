@@ -21,6 +21,7 @@ from facegrid.indexer.core import (
     InvalidRequest,
     Shard,
 )
+from facegrid.indexer.core.errors import SnapshotNeeded
 from facegrid.indexer.core.wal import Op, WalRecord
 from facegrid.v1 import index_pb2 as pb
 from facegrid.v1 import index_pb2_grpc
@@ -31,6 +32,7 @@ _STATUS: StatusTable = [
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (GalleryNotFound, grpc.StatusCode.NOT_FOUND),
     (DuplicateId, grpc.StatusCode.ALREADY_EXISTS),
+    (SnapshotNeeded, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 
 
@@ -128,6 +130,10 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
             ],
         )
 
+    async def Snapshot(self, request: pb.SnapshotRequest, context: Context) -> pb.SnapshotResponse:
+        lsn = await self._call(context, self._shard.snapshot)
+        return pb.SnapshotResponse(lsn=lsn)
+
     def _records_after(self, lsn: int) -> list[WalRecord]:
         return list(self._shard.records_after(lsn))
 
@@ -146,7 +152,10 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         try:
             while True:
                 written.clear()
-                records = await asyncio.to_thread(self._records_after, sent)
+                try:
+                    records = await asyncio.to_thread(self._records_after, sent)
+                except IndexerError as e:
+                    await abort_with(context, e, _STATUS)
                 for record in records:
                     yield _wire_record(record)
                     sent = record.lsn

@@ -22,3 +22,8 @@ class IndexerSettings(ServiceSettings):
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW build-time candidate list")
     hnsw_ef_search: int = Field(64, ge=1, description="HNSW search-time candidate list")
     fsync: bool = Field(True, description="fsync every write before acknowledging it")
+    snapshot_every: int = Field(
+        100_000,
+        ge=0,
+        description="take a snapshot after this many logged writes (0: only when asked)",
+    )

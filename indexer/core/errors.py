@@ -19,3 +19,11 @@ class DimensionMismatch(InvalidRequest):
 
 class DuplicateId(IndexerError):
     """An id being added exists already and the call did not ask for upsert."""
+
+
+class SnapshotDamaged(IndexerError):
+    """A snapshot or the log does not check out; the shard refuses to start rather than guess."""
+
+
+class SnapshotNeeded(IndexerError):
+    """Replication asked for records older than the log keeps: start from a snapshot."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import hnswlib
 import numpy as np
@@ -43,6 +44,23 @@ class GalleryIndex:
         self._index.set_ef(params.ef_search)
         self._ids: set[int] = set()
         self._sorted: Ids | None = None
+
+    def save(self, graph: Path, ids: Path) -> None:
+        """Write the graph (hnswlib's own format, deleted marks included) and the live ids."""
+        self._index.save_index(str(graph))
+        np.save(ids, np.array(sorted(self._ids), dtype=np.uint64))
+
+    @classmethod
+    def load(cls, dim: int, params: HnswParams, graph: Path, ids: Path) -> GalleryIndex:
+        gallery = cls.__new__(cls)
+        gallery.dim = dim
+        gallery._params = params
+        gallery._index = hnswlib.Index(space="l2", dim=dim)
+        gallery._index.load_index(str(graph), allow_replace_deleted=True)
+        gallery._index.set_ef(params.ef_search)
+        gallery._ids = set(np.load(ids).tolist())
+        gallery._sorted = None
+        return gallery
 
     def __len__(self) -> int:
         return len(self._ids)

@@ -9,6 +9,10 @@ Reads take the same lock: hnswlib does not promise a search is safe during a res
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,11 +25,31 @@ from facegrid.indexer.core.errors import (
     DuplicateId,
     GalleryNotFound,
     InvalidRequest,
+    SnapshotDamaged,
+    SnapshotNeeded,
 )
 from facegrid.indexer.core.gallery import GalleryIndex, HnswParams, Ids, Vectors
 from facegrid.indexer.core.wal import Op, WalRecord, WriteAheadLog
 
 MAX_GALLERY_NAME = 48
+SNAPSHOT_PREFIX = "snapshot-"
+SNAPSHOT_MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 @dataclass(frozen=True)
@@ -55,15 +79,31 @@ class Shard:
         params: HnswParams | None = None,
         *,
         fsync: bool = True,
+        snapshot_every: int = 0,
     ) -> None:
+        """Recover: load the newest snapshot (checked), then replay the log after it.
+
+        snapshot_every: take a snapshot once this many records are logged after the last one
+        (0: only when asked).
+        """
         self.name = name
+        self._dir = data_dir
         self._params = params or HnswParams()
         self._galleries: dict[str, GalleryIndex] = {}
         self._lock = threading.Lock()
         self._listeners: list[Callable[[int], None]] = []
+        self._snapshot_every = snapshot_every
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshot_lsn = self._load_snapshot()
         self._wal = WriteAheadLog(data_dir / "wal.log", fsync=fsync)
+        if self._wal.base_lsn > self.snapshot_lsn:
+            self._wal.close()
+            raise SnapshotDamaged(
+                f"{data_dir / 'wal.log'} continues snapshot {self._wal.base_lsn}, which is missing"
+            )
         for record in self._wal.replay():
-            self._apply(record)
+            if record.lsn > self.snapshot_lsn:
+                self._apply(record)
 
     @property
     def lsn(self) -> int:
@@ -100,6 +140,7 @@ class Shard:
             self._apply(record)
         self._wal.sync(record.lsn)
         self._notify(record.lsn)
+        self._maybe_snapshot()
         return record.lsn
 
     def delete(self, gallery: str, ids: Ids) -> tuple[int, int]:
@@ -117,6 +158,7 @@ class Shard:
             self._apply(record)
         self._wal.sync(record.lsn)
         self._notify(record.lsn)
+        self._maybe_snapshot()
         return len(present), record.lsn
 
     def drop_gallery(self, gallery: str) -> tuple[int, int]:
@@ -131,6 +173,7 @@ class Shard:
             self._apply(record)
         self._wal.sync(record.lsn)
         self._notify(record.lsn)
+        self._maybe_snapshot()
         return count, record.lsn
 
     def _apply(self, record: WalRecord) -> None:
@@ -194,9 +237,85 @@ class Shard:
             ]
             return ShardStats(self.name, self.lsn, galleries)
 
+    # -- snapshots ------------------------------------------------------------------------------
+
+    def snapshot(self) -> int:
+        """Write every gallery to a new snapshot, then restart the log after it; returns its lsn.
+
+        Files go to a temporary folder, are fsynced, listed with their sha256 in a manifest and
+        renamed into place as a whole; only then is the log emptied and the older snapshot
+        removed. A crash at any point leaves a recoverable pair of snapshot and log.
+        """
+        with self._lock:
+            lsn = self._wal.last_lsn
+            if lsn == self.snapshot_lsn:
+                return lsn
+            self._wal.sync(lsn)
+            staging = self._dir / f".snapshot-{lsn}.tmp"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            galleries = []
+            for i, (name, index) in enumerate(sorted(self._galleries.items())):
+                graph, ids = staging / f"{i}.hnsw", staging / f"{i}.ids.npy"
+                index.save(graph, ids)
+                galleries.append(
+                    {
+                        "name": name,
+                        "dim": index.dim,
+                        "graph": graph.name,
+                        "ids": ids.name,
+                        "sha256": {p.name: _sha256(p) for p in (graph, ids)},
+                    }
+                )
+            manifest = staging / SNAPSHOT_MANIFEST
+            manifest.write_text(json.dumps({"lsn": lsn, "galleries": galleries}, indent=1))
+            for path in staging.iterdir():
+                _fsync_file(path)
+            final = self._dir / f"{SNAPSHOT_PREFIX}{lsn:020d}"
+            staging.rename(final)
+            _fsync_file(self._dir)
+            self._wal.restart_after(lsn)
+            for old in self._dir.glob(f"{SNAPSHOT_PREFIX}*"):
+                if old != final:
+                    shutil.rmtree(old, ignore_errors=True)
+            self.snapshot_lsn = lsn
+        return lsn
+
+    def _maybe_snapshot(self) -> None:
+        if self._snapshot_every and self.lsn - self.snapshot_lsn >= self._snapshot_every:
+            self.snapshot()
+
+    def _load_snapshot(self) -> int:
+        snapshots = sorted(self._dir.glob(f"{SNAPSHOT_PREFIX}*"))
+        if not snapshots:
+            return 0
+        folder = snapshots[-1]
+        try:
+            manifest = json.loads((folder / SNAPSHOT_MANIFEST).read_text())
+            for entry in manifest["galleries"]:
+                for file, digest in entry["sha256"].items():
+                    if _sha256(folder / file) != digest:
+                        raise SnapshotDamaged(f"{folder / file} does not match its checksum")
+                self._galleries[entry["name"]] = GalleryIndex.load(
+                    int(entry["dim"]),
+                    self._params,
+                    folder / entry["graph"],
+                    folder / entry["ids"],
+                )
+            return int(manifest["lsn"])
+        except SnapshotDamaged:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise SnapshotDamaged(f"snapshot {folder} cannot be read: {e}") from e
+
     # -- replication ----------------------------------------------------------------------------
 
     def records_after(self, lsn: int) -> Iterator[WalRecord]:
+        if lsn < self._wal.base_lsn:
+            raise SnapshotNeeded(
+                f"the log starts after lsn {self._wal.base_lsn}; records after {lsn} are only "
+                "in the snapshot"
+            )
         return self._wal.read_after(lsn)
 
     def subscribe(self, listener: Callable[[int], None]) -> Callable[[], None]:

@@ -4,6 +4,7 @@ One append-only file of length-prefixed, CRC-checked records numbered by a log s
 (lsn). On open the log is scanned; a torn or corrupt tail (a crash mid-write) is cut off at the
 last whole record, which by construction was never acknowledged.
 
+File layout: an 8-byte magic, a u64 base lsn (the snapshot the log continues from), records.
 Record layout (little-endian): u32 payload length, u32 CRC-32 of the payload, then the payload:
 u8 op, u64 lsn, u16 gallery name length, the name in UTF-8, then per op
   ADD:    u8 upsert, u32 count, u32 dim, count x u64 ids, count*dim x f32 vectors
@@ -26,7 +27,10 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-MAGIC = b"FGWAL\x00\x01\n"
+MAGIC = b"FGWAL\x00\x02\n"
+# After the magic: u64 base lsn, the lsn of the snapshot the log continues (0 without one).
+_BASE = struct.Struct("<Q")
+HEADER_SIZE = len(MAGIC) + _BASE.size
 _FRAME = struct.Struct("<II")
 _HEAD = struct.Struct("<BQH")
 _ADD = struct.Struct("<BII")
@@ -105,27 +109,58 @@ def _scan(f: BinaryIO) -> Iterator[tuple[int, WalRecord]]:
         yield f.tell(), record
 
 
+def _fsync_dir(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 class WriteAheadLog:
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         self._fsync = fsync
         self._sync_lock = threading.Lock()
-        self.last_lsn = 0
-        self.synced_lsn = 0
         self.fsyncs = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.stat().st_size == 0:
-            with path.open("wb") as f:
-                f.write(MAGIC)
-                self._sync(f)
+            self._create(path, 0)
         self._file = path.open("r+b")
-        if self._file.read(len(MAGIC)) != MAGIC:
+        header = self._file.read(HEADER_SIZE)
+        if len(header) < HEADER_SIZE or header[: len(MAGIC)] != MAGIC:
             self._file.close()
-            raise ValueError(f"{path} is not a FaceGrid write-ahead log")
+            raise ValueError(f"{path} is not a FaceGrid write-ahead log (version 2)")
+        self.base_lsn: int = int(_BASE.unpack(header[len(MAGIC) :])[0])
+        self.last_lsn: int = self.base_lsn
+        self.synced_lsn: int = self.base_lsn
+
+    def _create(self, path: Path, base_lsn: int) -> None:
+        with path.open("wb") as f:
+            f.write(MAGIC + _BASE.pack(base_lsn))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def restart_after(self, lsn: int) -> None:
+        """Replace the log by an empty one continuing from lsn (a durable snapshot's).
+
+        The new file is written and fsynced beside the old one, then renamed over it, so a
+        crash leaves either the whole old log or the new empty one.
+        """
+        fresh = self.path.with_suffix(".new")
+        self._create(fresh, lsn)
+        # Under the sync lock: a writer about to fsync the old file finds its lsn covered.
+        with self._sync_lock:
+            self._file.close()
+            fresh.replace(self.path)
+            _fsync_dir(self.path.parent)
+            self._file = self.path.open("r+b")
+            self._file.seek(0, os.SEEK_END)
+            self.base_lsn = self.last_lsn = self.synced_lsn = lsn
 
     def replay(self) -> Iterator[WalRecord]:
         """Yield every intact record, then cut any torn tail; call once, right after opening."""
-        end = len(MAGIC)
+        end = HEADER_SIZE
         self._file.seek(end)
         for offset, record in _scan(self._file):
             end = offset
@@ -181,7 +216,7 @@ class WriteAheadLog:
     def read_after(self, lsn: int) -> Iterator[WalRecord]:
         """Records with an lsn above `lsn`, read through a handle of their own."""
         with self.path.open("rb") as f:
-            f.seek(len(MAGIC))
+            f.seek(HEADER_SIZE)
             for _, record in _scan(f):
                 if record.lsn > lsn:
                     yield record

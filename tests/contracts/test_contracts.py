@@ -32,7 +32,17 @@ def test_generated_code_matches_the_proto_files() -> None:
         (
             index_pb2,
             "IndexShard",
-            {"Add", "Delete", "DropGallery", "Get", "Search", "List", "Stats", "Replicate"},
+            {
+                "Add",
+                "Delete",
+                "DropGallery",
+                "Get",
+                "Search",
+                "List",
+                "Stats",
+                "Snapshot",
+                "Replicate",
+            },
         ),
         (
             controlplane_pb2,

@@ -110,3 +110,19 @@ async def test_replicate_streams_history_then_follows_new_writes(
     third = await asyncio.wait_for(stream.read(), 5)
     assert third.WhichOneof("op") == "drop_gallery"
     stream.cancel()
+
+
+async def test_snapshot_over_grpc_and_replication_from_before_it(
+    shard_stub: index_pb2_grpc.IndexShardStub,
+) -> None:
+    await shard_stub.Add(pb.AddRequest(gallery="g", entries=[_entry(1, np.ones(4))]))
+    await shard_stub.Add(pb.AddRequest(gallery="g", entries=[_entry(2, np.ones(4))]))
+    assert (await shard_stub.Snapshot(pb.SnapshotRequest())).lsn == 2
+    await shard_stub.Add(pb.AddRequest(gallery="g", entries=[_entry(3, np.ones(4))]))
+    stream = shard_stub.Replicate(pb.ReplicateRequest(after_lsn=2))
+    record = await asyncio.wait_for(stream.read(), 5)
+    assert record.lsn == 3
+    stream.cancel()
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await asyncio.wait_for(shard_stub.Replicate(pb.ReplicateRequest(after_lsn=0)).read(), 5)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -69,6 +69,11 @@ class IndexShardStub:
                 request_serializer=facegrid_dot_v1_dot_index__pb2.StatsRequest.SerializeToString,
                 response_deserializer=facegrid_dot_v1_dot_index__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_unary(
+                '/facegrid.v1.IndexShard/Snapshot',
+                request_serializer=facegrid_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=facegrid_dot_v1_dot_index__pb2.SnapshotResponse.FromString,
+                _registered_method=True)
         self.Replicate = channel.unary_stream(
                 '/facegrid.v1.IndexShard/Replicate',
                 request_serializer=facegrid_dot_v1_dot_index__pb2.ReplicateRequest.SerializeToString,
@@ -121,6 +126,13 @@ class IndexShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """Write a snapshot now (they are also taken every `snapshot_every` records).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Replicate(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -164,6 +176,11 @@ def add_IndexShardServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=facegrid_dot_v1_dot_index__pb2.StatsRequest.FromString,
                     response_serializer=facegrid_dot_v1_dot_index__pb2.StatsResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=facegrid_dot_v1_dot_index__pb2.SnapshotRequest.FromString,
+                    response_serializer=facegrid_dot_v1_dot_index__pb2.SnapshotResponse.SerializeToString,
             ),
             'Replicate': grpc.unary_stream_rpc_method_handler(
                     servicer.Replicate,
@@ -360,6 +377,33 @@ class IndexShard:
             '/facegrid.v1.IndexShard/Stats',
             facegrid_dot_v1_dot_index__pb2.StatsRequest.SerializeToString,
             facegrid_dot_v1_dot_index__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facegrid.v1.IndexShard/Snapshot',
+            facegrid_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
+            facegrid_dot_v1_dot_index__pb2.SnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

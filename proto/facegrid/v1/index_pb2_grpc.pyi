@@ -43,6 +43,8 @@ class IndexShardStub:
     Search: _grpc.UnaryUnaryMultiCallable[_index_pb2.SearchRequest, _index_pb2.SearchResponse]
     List: _grpc.UnaryUnaryMultiCallable[_index_pb2.ListRequest, _index_pb2.ListResponse]
     Stats: _grpc.UnaryUnaryMultiCallable[_index_pb2.StatsRequest, _index_pb2.StatsResponse]
+    Snapshot: _grpc.UnaryUnaryMultiCallable[_index_pb2.SnapshotRequest, _index_pb2.SnapshotResponse]
+    """Write a snapshot now (they are also taken every `snapshot_every` records)."""
     Replicate: _grpc.UnaryStreamMultiCallable[_index_pb2.ReplicateRequest, _index_pb2.WalRecord]
 
 @_typing.type_check_only
@@ -55,6 +57,8 @@ class IndexShardAsyncStub(IndexShardStub):
     Search: _aio.UnaryUnaryMultiCallable[_index_pb2.SearchRequest, _index_pb2.SearchResponse]  # type: ignore[assignment]
     List: _aio.UnaryUnaryMultiCallable[_index_pb2.ListRequest, _index_pb2.ListResponse]  # type: ignore[assignment]
     Stats: _aio.UnaryUnaryMultiCallable[_index_pb2.StatsRequest, _index_pb2.StatsResponse]  # type: ignore[assignment]
+    Snapshot: _aio.UnaryUnaryMultiCallable[_index_pb2.SnapshotRequest, _index_pb2.SnapshotResponse]  # type: ignore[assignment]
+    """Write a snapshot now (they are also taken every `snapshot_every` records)."""
     Replicate: _aio.UnaryStreamMultiCallable[_index_pb2.ReplicateRequest, _index_pb2.WalRecord]  # type: ignore[assignment]
 
 class IndexShardServicer(metaclass=_abc_1.ABCMeta):
@@ -106,6 +110,14 @@ class IndexShardServicer(metaclass=_abc_1.ABCMeta):
         request: _index_pb2.StatsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_index_pb2.StatsResponse, _abc.Awaitable[_index_pb2.StatsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Snapshot(
+        self,
+        request: _index_pb2.SnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.SnapshotResponse, _abc.Awaitable[_index_pb2.SnapshotResponse]]:
+        """Write a snapshot now (they are also taken every `snapshot_every` records)."""
 
     @_abc_1.abstractmethod
     def Replicate(
