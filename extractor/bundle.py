@@ -11,7 +11,6 @@ folder is either complete or absent.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ import onnx
 from facegrid.extractor import sources
 from facegrid.extractor.convert import dlib_resnet, dlib_shape_predictor, fer_emotions
 from facegrid.extractor.core.models import BUNDLE_VERSION
+from facegrid.files import sha256_of
 
 BUNDLE_NAME = "facegrid-models"
 FACEN_SIZE = 128
@@ -41,10 +41,6 @@ Progress = Callable[[str], None]
 class Built:
     path: Path
     manifest: dict[str, Any]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _tensors(model: onnx.ModelProto) -> dict[str, list[dict[str, Any]]]:
@@ -100,7 +96,7 @@ def build(out_dir: Path, cache: Path | None = None, progress: Progress = print) 
                 "name": name,
                 "version": version,
                 "file": file,
-                "sha256": _sha256(work / file),
+                "sha256": sha256_of(work / file),
                 "source": source,
                 "licence": licence,
                 "preprocessing": preprocessing,

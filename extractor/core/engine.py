@@ -10,7 +10,6 @@ and age use their own chips (padding 0.2, as their models were trained), emotion
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from facegrid.extractor.core.batching import MicroBatcher
 from facegrid.extractor.core.detect import Detection, DetectorParams, FaceDetector
 from facegrid.extractor.core.landmarks import ShapePredictor
 from facegrid.extractor.core.models import BadBundle
+from facegrid.files import sha256_of
 
 FloatArray = npt.NDArray[np.float32]
 Image = npt.NDArray[np.uint8]
@@ -71,10 +71,6 @@ class Attributes:
     emotions: list[tuple[str, float]] | None = None
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class Engine:
     def __init__(
         self,
@@ -106,7 +102,7 @@ class Engine:
         self.models = {m["task"]: m for m in self.manifest["models"]}
         for entry in self.manifest["models"]:
             path = bundle_dir / entry["file"]
-            if not path.exists() or _sha256(path) != entry["sha256"]:
+            if not path.exists() or sha256_of(path) != entry["sha256"]:
                 raise BadBundle(f"{path} is missing or does not match its sha256 in the manifest")
 
         def session(task: str) -> ort.InferenceSession:

@@ -9,9 +9,7 @@ Reads take the same lock: hnswlib does not promise a search is safe during a res
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facegrid.files import fsync_path, sha256_of
 from facegrid.indexer.core.errors import (
     DimensionMismatch,
     DuplicateId,
@@ -34,22 +33,6 @@ from facegrid.indexer.core.wal import Op, WalRecord, WriteAheadLog
 MAX_GALLERY_NAME = 48
 SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_MANIFEST = "manifest.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 @dataclass(frozen=True)
@@ -264,16 +247,16 @@ class Shard:
                         "dim": index.dim,
                         "graph": graph.name,
                         "ids": ids.name,
-                        "sha256": {p.name: _sha256(p) for p in (graph, ids)},
+                        "sha256": {p.name: sha256_of(p) for p in (graph, ids)},
                     }
                 )
             manifest = staging / SNAPSHOT_MANIFEST
             manifest.write_text(json.dumps({"lsn": lsn, "galleries": galleries}, indent=1))
             for path in staging.iterdir():
-                _fsync_file(path)
+                fsync_path(path)
             final = self._dir / f"{SNAPSHOT_PREFIX}{lsn:020d}"
             staging.rename(final)
-            _fsync_file(self._dir)
+            fsync_path(self._dir)
             self._wal.restart_after(lsn)
             for old in self._dir.glob(f"{SNAPSHOT_PREFIX}*"):
                 if old != final:
@@ -294,7 +277,7 @@ class Shard:
             manifest = json.loads((folder / SNAPSHOT_MANIFEST).read_text())
             for entry in manifest["galleries"]:
                 for file, digest in entry["sha256"].items():
-                    if _sha256(folder / file) != digest:
+                    if sha256_of(folder / file) != digest:
                         raise SnapshotDamaged(f"{folder / file} does not match its checksum")
                 self._galleries[entry["name"]] = GalleryIndex.load(
                     int(entry["dim"]),

@@ -27,6 +27,8 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
+from facegrid.files import fsync_path
+
 MAGIC = b"FGWAL\x00\x02\n"
 # After the magic: u64 base lsn, the lsn of the snapshot the log continues (0 without one).
 _BASE = struct.Struct("<Q")
@@ -109,14 +111,6 @@ def _scan(f: BinaryIO) -> Iterator[tuple[int, WalRecord]]:
         yield f.tell(), record
 
 
-def _fsync_dir(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
 class WriteAheadLog:
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
@@ -153,7 +147,7 @@ class WriteAheadLog:
         with self._sync_lock:
             self._file.close()
             fresh.replace(self.path)
-            _fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
             self._file = self.path.open("r+b")
             self._file.seek(0, os.SEEK_END)
             self.base_lsn = self.last_lsn = self.synced_lsn = lsn
