@@ -9,6 +9,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from facegrid import grpcserver
 from facegrid.entrypoint import run_service
+from facegrid.indexer import metrics
 from facegrid.indexer.core import Shard
 from facegrid.indexer.core.errors import SnapshotDamaged
 from facegrid.indexer.core.gallery import HnswParams
@@ -27,6 +28,8 @@ def build(
         fsync=settings.fsync,
         snapshot_every=settings.snapshot_every,
     )
+
+    metrics.register(shard, registry)
 
     async def close() -> None:
         await asyncio.to_thread(shard.close)

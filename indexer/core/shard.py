@@ -92,6 +92,10 @@ class Shard:
     def lsn(self) -> int:
         return self._wal.last_lsn
 
+    @property
+    def wal_bytes(self) -> int:
+        return self._wal.path.stat().st_size
+
     # -- writes ---------------------------------------------------------------------------------
 
     def add(self, gallery: str, ids: Ids, vectors: Vectors, *, upsert: bool = False) -> int:

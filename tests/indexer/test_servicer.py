@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
+from facegrid.indexer import main as indexer_main
+from facegrid.indexer.settings import IndexerSettings
 from facegrid.v1 import index_pb2 as pb
 from facegrid.v1 import index_pb2_grpc
 
@@ -126,3 +130,22 @@ async def test_snapshot_over_grpc_and_replication_from_before_it(
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await asyncio.wait_for(shard_stub.Replicate(pb.ReplicateRequest(after_lsn=0)).read(), 5)
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_shard_metrics_describe_its_galleries_and_log(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    settings = IndexerSettings(
+        listen="127.0.0.1:1", metrics_listen=None, data_dir=tmp_path, shard_name="s1"
+    )
+    shard, _ = indexer_main.build(settings, registry)
+    shard.add("g", np.array([1, 2, 3], np.uint64), np.ones((3, 4), np.float32))
+    shard.add("h", np.array([9], np.uint64), np.ones((1, 4), np.float32))
+    shard.snapshot()
+    shard.add("g", np.array([4], np.uint64), np.ones((1, 4), np.float32))
+    value = registry.get_sample_value
+    assert value("facegrid_indexer_vectors", {"shard": "s1", "gallery": "g"}) == 4
+    assert value("facegrid_indexer_vectors", {"shard": "s1", "gallery": "h"}) == 1
+    assert value("facegrid_indexer_lsn", {"shard": "s1"}) == 3
+    assert value("facegrid_indexer_snapshot_lsn", {"shard": "s1"}) == 2
+    assert (value("facegrid_indexer_wal_bytes", {"shard": "s1"}) or 0) > 16
+    shard.close()
