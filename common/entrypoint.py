@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TypeVar
@@ -71,4 +72,9 @@ def run_service(
         print(f"{program}: configuration OK")
         return
     configure_logging(program, settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except OSError as e:
+        # A port taken, a folder not writable: the operator's to fix, so say it plainly.
+        print(f"{program}: {e}", file=sys.stderr)
+        sys.exit(1)

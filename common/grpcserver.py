@@ -70,12 +70,18 @@ class GrpcService:
 async def start(service: GrpcService) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Start serving; returns the server, its health servicer and the bound port."""
     metrics = RequestMetrics(service.name, service.registry)
-    server = grpc.aio.server(interceptors=[GrpcObservabilityInterceptor(metrics)])
+    # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
+    server = grpc.aio.server(
+        interceptors=[GrpcObservabilityInterceptor(metrics)], options=[("grpc.so_reuseport", 0)]
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for registration in service.registrations:
         registration.add_to_server(registration.servicer, server)
-    port = server.add_insecure_port(service.listen)
+    try:
+        port = server.add_insecure_port(service.listen)
+    except RuntimeError as e:  # grpc reports a failed bind as RuntimeError
+        raise OSError(f"cannot listen on {service.listen}: the address is in use or invalid") from e
     if port == 0:
         raise OSError(f"cannot listen on {service.listen}")
     await server.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,20 @@ def test_check_config_prints_effective_settings() -> None:
     assert result.returncode == 0, result.stderr
     assert "FACEGRID_INDEXER_HNSW_M=32" in result.stdout
     assert "configuration OK" in result.stdout
+
+
+def test_a_service_on_a_taken_port_exits_with_the_reason() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run(
+            "facegrid.licensing",
+            env={
+                "FACEGRID_LICENSING_LISTEN": f"127.0.0.1:{port}",
+                "FACEGRID_LICENSING_METRICS_LISTEN": "",
+            },
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

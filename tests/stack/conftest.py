@@ -35,7 +35,9 @@ def _block_is_free(base: int, size: int = 60) -> bool:
 @pytest.fixture
 def port_base() -> int:
     for _ in range(50):
-        base = random.randrange(20_000, 60_000, 100)
+        # Below Linux's ephemeral range (32768-60999), so no outgoing connection can take a
+        # port of the block between this check and the stack binding it.
+        base = random.randrange(20_000, 32_000, 100)
         if _block_is_free(base):
             return base
     raise RuntimeError("no free block of ports on loopback")
@@ -105,7 +107,15 @@ def start_stack(data_dir: Path, port_base: int, *extra: str) -> RunningStack:
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     stack = RunningStack(process, lines, reader)
-    stack.wait_for("Press Ctrl-C to stop.", STARTUP_TIMEOUT)
+    try:
+        stack.wait_for("Press Ctrl-C to stop.", STARTUP_TIMEOUT)
+    except AssertionError:
+        process.kill()
+        process.wait(10)
+        reader.join(10)
+        assert process.stdout is not None
+        process.stdout.close()
+        raise
     return stack
 
 
