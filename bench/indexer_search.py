@@ -74,7 +74,7 @@ async def run(faces: int, dim: int, queries: int) -> None:
         correct = 0
         for q in probes:
             t = time.perf_counter()
-            hits = shard.search("bench", q, 10)
+            hits = shard.search("bench", q, 10).hits
             local.append(time.perf_counter() - t)
             exact = int(np.argmin(np.linalg.norm(vectors - q, axis=1)))
             correct += hits[0][0] == exact

@@ -13,6 +13,7 @@ from facegrid.indexer import metrics
 from facegrid.indexer.core import Shard
 from facegrid.indexer.core.errors import SnapshotDamaged
 from facegrid.indexer.core.gallery import HnswParams
+from facegrid.indexer.replica import FOLLOWER, Follower, ReplicationState
 from facegrid.indexer.servicer import IndexShardServicer
 from facegrid.indexer.settings import IndexerSettings
 from facegrid.v1 import index_pb2, index_pb2_grpc
@@ -24,14 +25,32 @@ def build(
     shard = Shard(
         settings.shard_name,
         settings.data_dir,
-        HnswParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search),
+        HnswParams(
+            settings.hnsw_m,
+            settings.hnsw_ef_construction,
+            settings.hnsw_ef_search,
+            graph_min=settings.build_graph_min,
+        ),
         fsync=settings.fsync,
         snapshot_every=settings.snapshot_every,
     )
+    state = ReplicationState(settings.role, settings.primary)
+    metrics.register(shard, state, registry)
+    follower = Follower(shard, state, settings.data_dir)
+    following: list[asyncio.Task[None]] = []
 
-    metrics.register(shard, registry)
+    async def follow() -> None:
+        if state.role == FOLLOWER:
+            following.append(asyncio.create_task(follower.run()))
+
+    async def stop_following() -> None:
+        for task in following:
+            task.cancel()
+        await asyncio.gather(*following, return_exceptions=True)
+        following.clear()
 
     async def close() -> None:
+        await stop_following()
         await asyncio.to_thread(shard.close)
 
     service = grpcserver.GrpcService(
@@ -41,10 +60,13 @@ def build(
         registrations=[
             grpcserver.Registration(
                 index_pb2_grpc.add_IndexShardServicer_to_server,
-                IndexShardServicer(shard),
+                IndexShardServicer(
+                    shard, state, max_batch=settings.max_batch, on_promote=stop_following
+                ),
                 index_pb2.DESCRIPTOR.services_by_name["IndexShard"].full_name,
             )
         ],
+        on_start=[follow],
         on_stop=[close],
         registry=registry,
     )

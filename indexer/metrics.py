@@ -13,11 +13,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from facegrid.indexer.core import Shard
+from facegrid.indexer.replica import ReplicationState
 
 
 class ShardCollector(Collector):
-    def __init__(self, shard: Shard) -> None:
+    def __init__(self, shard: Shard, state: ReplicationState) -> None:
         self._shard = shard
+        self._state = state
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         stats = self._shard.stats()
@@ -42,6 +44,29 @@ class ShardCollector(Collector):
             stats.name,
             self._shard.wal_bytes,
         )
+        for field, documentation in (
+            ("indexed", "Vectors in the HNSW graph, per gallery."),
+            ("unindexed", "Vectors searched exactly until the builder indexes them."),
+            ("deleted", "Deleted places in the graph not yet reclaimed."),
+        ):
+            family = GaugeMetricFamily(
+                f"facegrid_indexer_{field}_vectors", documentation, labels=["shard", "gallery"]
+            )
+            for gallery in stats.galleries:
+                family.add_metric([stats.name, gallery.name], getattr(gallery, field))
+            yield family
+        yield _gauge(
+            "facegrid_indexer_replication_lag_records",
+            "Records the follower is behind its primary (0 on a primary).",
+            stats.name,
+            self._state.lag(stats.lsn),
+        )
+        yield _gauge(
+            "facegrid_indexer_replication_lag_seconds",
+            "How long the follower has been behind its primary (0 when caught up).",
+            stats.name,
+            self._state.lag_seconds(stats.lsn),
+        )
 
 
 def _gauge(name: str, documentation: str, shard: str, value: float) -> GaugeMetricFamily:
@@ -50,5 +75,5 @@ def _gauge(name: str, documentation: str, shard: str, value: float) -> GaugeMetr
     return family
 
 
-def register(shard: Shard, registry: CollectorRegistry) -> None:
-    registry.register(ShardCollector(shard))
+def register(shard: Shard, state: ReplicationState, registry: CollectorRegistry) -> None:
+    registry.register(ShardCollector(shard, state))

@@ -7,7 +7,7 @@ here and nowhere else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -21,49 +21,40 @@ from facegrid.indexer.core import (
     InvalidRequest,
     Shard,
 )
-from facegrid.indexer.core.errors import SnapshotNeeded
-from facegrid.indexer.core.wal import Op, WalRecord
+from facegrid.indexer.core.errors import NotPrimary, SnapshotNeeded
+from facegrid.indexer.core.gallery import SearchResult
+from facegrid.indexer.core.wal import WalRecord
+from facegrid.indexer.replica import FOLLOWER, PRIMARY, ReplicationState
+from facegrid.indexer.wire import arrays_to_entries, entries_to_arrays, record_to_wire
 from facegrid.v1 import index_pb2 as pb
 from facegrid.v1 import index_pb2_grpc
 
 T = TypeVar("T")
+
+SNAPSHOT_CHUNK = 1 << 20
 
 _STATUS: StatusTable = [
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (GalleryNotFound, grpc.StatusCode.NOT_FOUND),
     (DuplicateId, grpc.StatusCode.ALREADY_EXISTS),
     (SnapshotNeeded, grpc.StatusCode.FAILED_PRECONDITION),
+    (NotPrimary, grpc.StatusCode.FAILED_PRECONDITION),
 ]
 
 
-def _vectors(entries: list[pb.IndexEntry]) -> tuple[np.ndarray, np.ndarray]:
-    sizes = {len(e.vector) for e in entries}
-    if len(sizes) != 1 or 0 in sizes or sizes.pop() % 4:
-        raise InvalidRequest("every vector must be the same, non-zero number of float32 values")
-    ids = np.fromiter((e.id for e in entries), dtype=np.uint64, count=len(entries))
-    vectors = np.frombuffer(b"".join(e.vector for e in entries), dtype="<f4")
-    return ids, vectors.reshape(len(entries), -1)
-
-
-def _wire_record(record: WalRecord) -> pb.WalRecord:
-    if record.op is Op.ADD:
-        assert record.vectors is not None
-        entries = [
-            pb.IndexEntry(id=int(i), vector=v.astype("<f4").tobytes())
-            for i, v in zip(record.ids, record.vectors, strict=True)
-        ]
-        add = pb.AddRequest(gallery=record.gallery, entries=entries, upsert=record.upsert)
-        return pb.WalRecord(lsn=record.lsn, add=add)
-    if record.op is Op.DELETE:
-        delete = pb.DeleteRequest(gallery=record.gallery, ids=record.ids.tolist())
-        return pb.WalRecord(lsn=record.lsn, delete=delete)
-    return pb.WalRecord(lsn=record.lsn, drop_gallery=pb.DropGalleryRequest(gallery=record.gallery))
-
-
 class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
-    def __init__(self, shard: Shard, role: str = "primary") -> None:
+    def __init__(
+        self,
+        shard: Shard,
+        state: ReplicationState | None = None,
+        *,
+        max_batch: int = 10_000,
+        on_promote: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._shard = shard
-        self._role = role
+        self._state = state or ReplicationState()
+        self._max_batch = max_batch
+        self._on_promote = on_promote
 
     async def _call(self, context: Context, fn: Callable[[], T]) -> T:
         try:
@@ -71,46 +62,65 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         except IndexerError as e:
             await abort_with(context, e, _STATUS)
 
+    async def _write(self, context: Context, fn: Callable[[], T]) -> T:
+        def guarded() -> T:
+            if self._state.role != PRIMARY:
+                raise NotPrimary(
+                    f"shard {self._shard.name!r} is a follower of {self._state.primary}; "
+                    "write to the primary"
+                )
+            return fn()
+
+        return await self._call(context, guarded)
+
     async def Add(self, request: pb.AddRequest, context: Context) -> pb.AddResponse:
         def add() -> int:
-            ids, vectors = _vectors(list(request.entries))
+            if len(request.entries) > self._max_batch:
+                raise InvalidRequest(
+                    f"{len(request.entries)} vectors in one call; at most {self._max_batch}"
+                )
+            if not request.entries:
+                raise InvalidRequest("no vectors to add")
+            ids, vectors = entries_to_arrays(list(request.entries))
             return self._shard.add(request.gallery, ids, vectors, upsert=request.upsert)
 
-        lsn = await self._call(context, add)
+        lsn = await self._write(context, add)
         return pb.AddResponse(added=len(request.entries), lsn=lsn)
 
     async def Delete(self, request: pb.DeleteRequest, context: Context) -> pb.DeleteResponse:
         ids = np.array(request.ids, dtype=np.uint64)
-        deleted, lsn = await self._call(context, lambda: self._shard.delete(request.gallery, ids))
+        deleted, lsn = await self._write(context, lambda: self._shard.delete(request.gallery, ids))
         return pb.DeleteResponse(deleted=deleted, lsn=lsn)
 
     async def DropGallery(
         self, request: pb.DropGalleryRequest, context: Context
     ) -> pb.DropGalleryResponse:
-        deleted, lsn = await self._call(context, lambda: self._shard.drop_gallery(request.gallery))
+        deleted, lsn = await self._write(context, lambda: self._shard.drop_gallery(request.gallery))
         return pb.DropGalleryResponse(deleted=deleted, lsn=lsn)
 
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetResponse:
         ids = np.array(request.ids, dtype=np.uint64)
         found, vectors = await self._call(context, lambda: self._shard.get(request.gallery, ids))
-        return pb.GetResponse(
-            entries=[
-                pb.IndexEntry(id=int(i), vector=v.astype("<f4").tobytes())
-                for i, v in zip(found, vectors, strict=True)
-            ]
-        )
+        return pb.GetResponse(entries=arrays_to_entries(found, vectors))
 
     async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:
-        def search() -> list[tuple[int, float]]:
+        def search() -> SearchResult:
             if not request.vector or len(request.vector) % 4:
                 raise InvalidRequest("the query must be a non-empty run of float32 values")
             vector = np.frombuffer(request.vector, dtype="<f4")
             return self._shard.search(
-                request.gallery, vector, request.top_n or 1, request.max_distance
+                request.gallery,
+                vector,
+                request.top_n or 1,
+                request.max_distance,
+                exact=request.linear_search,
             )
 
-        hits = await self._call(context, search)
-        return pb.SearchResponse(hits=[pb.SearchHit(id=i, distance=d) for i, d in hits])
+        result = await self._call(context, search)
+        return pb.SearchResponse(
+            hits=[pb.SearchHit(id=i, distance=d) for i, d in result.hits],
+            used_index=result.used_index,
+        )
 
     async def List(self, request: pb.ListRequest, context: Context) -> pb.ListResponse:
         limit = request.limit or 1000
@@ -123,16 +133,51 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         stats = await self._call(context, self._shard.stats)
         return pb.StatsResponse(
             shard=stats.name,
-            role=self._role,
+            role=self._state.role,
+            primary=self._state.primary if self._state.role == FOLLOWER else "",
+            replication_lag=self._state.lag(stats.lsn),
+            replication_lag_seconds=self._state.lag_seconds(stats.lsn),
             lsn=stats.lsn,
             galleries=[
-                pb.GalleryStats(name=g.name, count=g.count, dim=g.dim) for g in stats.galleries
+                pb.GalleryStats(
+                    name=g.name,
+                    count=g.count,
+                    dim=g.dim,
+                    indexed=g.indexed,
+                    unindexed=g.unindexed,
+                    deleted=g.deleted,
+                )
+                for g in stats.galleries
             ],
         )
 
     async def Snapshot(self, request: pb.SnapshotRequest, context: Context) -> pb.SnapshotResponse:
         lsn = await self._call(context, self._shard.snapshot)
         return pb.SnapshotResponse(lsn=lsn)
+
+    async def FetchSnapshot(
+        self, request: pb.FetchSnapshotRequest, context: Context
+    ) -> AsyncIterator[pb.SnapshotChunk]:
+        """The newest snapshot's files, the manifest last, in chunks of 1 MiB."""
+        folder, lsn = await self._call(context, self._shard.pin_snapshot)
+        try:
+            files = sorted(folder.iterdir(), key=lambda p: (p.name == "manifest.json", p.name))
+            for path in files:
+                with path.open("rb") as f:
+                    while True:
+                        data = await asyncio.to_thread(f.read, SNAPSHOT_CHUNK)
+                        yield pb.SnapshotChunk(lsn=lsn, file=path.name, data=data)
+                        if len(data) < SNAPSHOT_CHUNK:
+                            break
+        finally:
+            await asyncio.to_thread(self._shard.unpin, folder)
+
+    async def Promote(self, request: pb.PromoteRequest, context: Context) -> pb.PromoteResponse:
+        if self._state.role == FOLLOWER:
+            self._state.role = PRIMARY
+            if self._on_promote is not None:
+                await self._on_promote()
+        return pb.PromoteResponse(lsn=self._shard.lsn)
 
     def _records_after(self, lsn: int) -> list[WalRecord]:
         return list(self._shard.records_after(lsn))
@@ -157,7 +202,7 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
                 except IndexerError as e:
                     await abort_with(context, e, _STATUS)
                 for record in records:
-                    yield _wire_record(record)
+                    yield record_to_wire(record)
                     sent = record.lsn
                 if not records:
                     await written.wait()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from facegrid.settings import HostPort, OptionalHostPort, ServiceSettings
 
@@ -27,3 +28,19 @@ class IndexerSettings(ServiceSettings):
         ge=0,
         description="take a snapshot after this many logged writes (0: only when asked)",
     )
+    build_graph_min: int = Field(
+        10_000,
+        ge=0,
+        description="galleries smaller than this are searched exactly, without an HNSW graph",
+    )
+    max_batch: int = Field(10_000, ge=1, description="most vectors one Add call may carry")
+    role: Literal["primary", "follower"] = Field(
+        "primary", description="primary takes writes; a follower tails its primary's log"
+    )
+    primary: str = Field("", description="a follower's primary, host:port of its gRPC address")
+
+    @model_validator(mode="after")
+    def _follower_needs_primary(self) -> IndexerSettings:
+        if self.role == "follower" and not self.primary:
+            raise ValueError("a follower needs `primary` (the primary shard's host:port)")
+        return self

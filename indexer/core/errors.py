@@ -27,3 +27,11 @@ class SnapshotDamaged(IndexerError):
 
 class SnapshotNeeded(IndexerError):
     """Replication asked for records older than the log keeps: start from a snapshot."""
+
+
+class ReplicationGap(IndexerError):
+    """A replicated record does not follow the last one applied: the follower must resync."""
+
+
+class NotPrimary(IndexerError):
+    """A write reached a follower; writes go to the primary."""

@@ -1,10 +1,23 @@
-"""One gallery's vectors in an HNSW graph (hnswlib), keyed by 64-bit face id."""
+"""One gallery's vectors on one shard: an HNSW graph (hnswlib) plus an exact store.
+
+New vectors land in the exact store (a plain matrix searched by brute force), so an add costs a
+log write and a copy. A background builder moves them into the graph in small steps once the
+gallery is big enough for a graph to beat brute force (`HnswParams.graph_min`). A search looks in
+both and merges, so a vector is findable the moment its add is acknowledged.
+
+Deletion is soft in the graph: hnswlib hides a marked vector from searches at once, a later add
+of the same id reuses its place, and once marked places pass `compact_ratio` of the graph the
+builder rebuilds it from the live vectors without stopping searches or writes.
+Euclidean distance throughout: the face models are trained for it (dlib's same-person threshold
+is 0.6).
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import hnswlib
 import numpy as np
@@ -14,114 +27,354 @@ from facegrid.indexer.core.errors import DimensionMismatch
 
 Ids = npt.NDArray[np.uint64]
 Vectors = npt.NDArray[np.float32]
+Hit = tuple[int, float]
 
 
 @dataclass(frozen=True)
 class HnswParams:
     m: int = 16
-    ef_construction: int = 200
+    ef_construction: int = 100
     ef_search: int = 64
-    initial_capacity: int = 1024
+    # Below this many vectors a gallery is searched exactly and has no graph.
+    graph_min: int = 10_000
+    # Rebuild the graph once this share of its places are deleted ones.
+    compact_ratio: float = 0.25
+
+
+class SearchResult(NamedTuple):
+    hits: list[Hit]
+    # True when the HNSW graph answered part of the search (the seed's "with_index").
+    used_index: bool
+
+
+class ExactStore:
+    """Vectors in a growable matrix, searched by brute force; rows move on delete."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._vectors: Vectors = np.empty((16, dim), np.float32)
+        self._ids: Ids = np.empty(16, np.uint64)
+        self._rows: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, face_id: int) -> bool:
+        return face_id in self._rows
+
+    @property
+    def ids(self) -> Ids:
+        return self._ids[: len(self._rows)]
+
+    @property
+    def vectors(self) -> Vectors:
+        return self._vectors[: len(self._rows)]
+
+    def add(self, ids: Ids, vectors: Vectors) -> None:
+        """Append rows; callers have removed any of these ids already."""
+        n, needed = len(self._rows), len(self._rows) + len(ids)
+        if needed > len(self._ids):
+            size = max(needed, 2 * len(self._ids))
+            self._vectors = np.resize(self._vectors, (size, self.dim))
+            self._ids = np.resize(self._ids, size)
+        self._vectors[n:needed] = vectors
+        self._ids[n:needed] = ids
+        for row, face_id in enumerate(ids.tolist(), start=n):
+            self._rows[face_id] = row
+
+    def remove(self, face_id: int) -> bool:
+        row = self._rows.pop(face_id, None)
+        if row is None:
+            return False
+        last = len(self._rows)
+        if row != last:
+            moved = int(self._ids[last])
+            self._ids[row] = moved
+            self._vectors[row] = self._vectors[last]
+            self._rows[moved] = row
+        return True
+
+    def take(self, count: int) -> tuple[Ids, Vectors]:
+        """Remove and return up to count rows from the end."""
+        end = len(self._rows)
+        start = max(0, end - count)
+        ids, vectors = self._ids[start:end].copy(), self._vectors[start:end].copy()
+        for face_id in ids.tolist():
+            del self._rows[face_id]
+        return ids, vectors
+
+    def get(self, face_id: int) -> Vectors:
+        vector: Vectors = self._vectors[self._rows[face_id]]
+        return vector
+
+    def search(self, vector: Vectors, k: int) -> list[Hit]:
+        n = len(self._rows)
+        if n == 0:
+            return []
+        diff = self._vectors[:n] - vector
+        squared = np.einsum("ij,ij->i", diff, diff)
+        k = min(k, n)
+        nearest = np.argpartition(squared, k - 1)[:k] if k < n else np.arange(n)
+        nearest = nearest[np.argsort(squared[nearest], kind="stable")]
+        return [(int(self._ids[row]), math.sqrt(float(squared[row]))) for row in nearest.tolist()]
 
 
 class GalleryIndex:
-    """Vectors of one gallery on one shard.
+    """Vectors of one gallery on one shard: the graph, the exact store, and the deleted marks.
 
-    Euclidean distance, because that is the metric the face models are trained for (dlib's
-    same-person threshold is 0.6). Deleted ids are marked in the graph and their places reused.
+    Not thread-safe: the shard serialises writes and lets reads share (see Shard).
     """
 
     def __init__(self, dim: int, params: HnswParams) -> None:
         self.dim = dim
         self._params = params
-        self._index = hnswlib.Index(space="l2", dim=dim)
-        self._index.init_index(
-            max_elements=params.initial_capacity,
-            M=params.m,
-            ef_construction=params.ef_construction,
-            allow_replace_deleted=True,
-        )
-        self._index.set_ef(params.ef_search)
-        self._ids: set[int] = set()
+        self._graph: hnswlib.Index | None = None
+        self._graph_ids: set[int] = set()
+        # Ids marked deleted in the graph and not yet reused or compacted away.
+        self._graph_deleted: set[int] = set()
+        self._exact = ExactStore(dim)
         self._sorted: Ids | None = None
+        # While a compaction runs: ids deleted from the graph since it started.
+        self._compaction_deletes: list[int] | None = None
 
-    def save(self, graph: Path, ids: Path) -> None:
-        """Write the graph (hnswlib's own format, deleted marks included) and the live ids."""
-        self._index.save_index(str(graph))
-        np.save(ids, np.array(sorted(self._ids), dtype=np.uint64))
-
-    @classmethod
-    def load(cls, dim: int, params: HnswParams, graph: Path, ids: Path) -> GalleryIndex:
-        gallery = cls.__new__(cls)
-        gallery.dim = dim
-        gallery._params = params
-        gallery._index = hnswlib.Index(space="l2", dim=dim)
-        gallery._index.load_index(str(graph), allow_replace_deleted=True)
-        gallery._index.set_ef(params.ef_search)
-        gallery._ids = set(np.load(ids).tolist())
-        gallery._sorted = None
-        return gallery
+    # -- size and membership --------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._graph_ids) + len(self._exact)
 
     def __contains__(self, face_id: int) -> bool:
-        return face_id in self._ids
+        return face_id in self._graph_ids or face_id in self._exact
+
+    @property
+    def indexed(self) -> int:
+        return len(self._graph_ids)
+
+    @property
+    def unindexed(self) -> int:
+        return len(self._exact)
+
+    @property
+    def deleted(self) -> int:
+        return len(self._graph_deleted)
+
+    # -- writes ---------------------------------------------------------------------------------
 
     def add(self, ids: Ids, vectors: Vectors) -> None:
+        """Add or replace vectors; they are searchable at once (exactly until indexed)."""
         if vectors.shape[1] != self.dim:
             raise DimensionMismatch(
                 f"vectors have {vectors.shape[1]} values, gallery has {self.dim}"
             )
-        existing = [i for i in ids.tolist() if i in self._ids]
-        if existing:
-            # hnswlib keeps one point per label: mark the old ones deleted, then their places
-            # are reused by add_items(replace_deleted=True).
-            for face_id in existing:
-                self._index.mark_deleted(face_id)
-            self._ids.difference_update(existing)
-        needed = self._index.get_current_count() + len(ids)
-        if needed > self._index.get_max_elements():
-            self._index.resize_index(max(needed, 2 * self._index.get_max_elements()))
-        self._index.add_items(vectors, ids, replace_deleted=True)
-        self._ids.update(ids.tolist())
+        self.delete(ids)
+        self._exact.add(ids, vectors)
         self._sorted = None
 
     def delete(self, ids: Ids) -> int:
-        present = [i for i in ids.tolist() if i in self._ids]
-        for face_id in present:
-            self._index.mark_deleted(face_id)
-        self._ids.difference_update(present)
-        if present:
+        removed = 0
+        for face_id in ids.tolist():
+            if self._exact.remove(face_id):
+                removed += 1
+            elif face_id in self._graph_ids:
+                assert self._graph is not None
+                self._graph.mark_deleted(face_id)
+                self._graph_ids.discard(face_id)
+                self._graph_deleted.add(face_id)
+                if self._compaction_deletes is not None:
+                    self._compaction_deletes.append(face_id)
+                removed += 1
+        if removed:
             self._sorted = None
-        return len(present)
+        return removed
+
+    # -- background work ------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        """Vectors the builder should move into the graph now."""
+        if self._compaction_deletes is not None:
+            return 0
+        if self._graph is None and len(self) < self._params.graph_min:
+            return 0
+        return len(self._exact)
+
+    def build_step(self, count: int) -> int:
+        """Move up to count vectors from the exact store into the graph; returns how many."""
+        if not self.pending():
+            return 0
+        graph = self._graph
+        if graph is None:
+            graph = self._graph = self._new_graph(max(count, len(self._exact)))
+        ids, vectors = self._exact.take(count)
+        # A deleted id coming back takes its old place (hnswlib unmarks and updates it in place).
+        reused = [i for i in ids.tolist() if i in self._graph_deleted]
+        self._graph_deleted.difference_update(reused)
+        needed = graph.get_current_count() + len(ids) - len(reused)
+        if needed > graph.get_max_elements():
+            graph.resize_index(max(needed, 2 * graph.get_max_elements()))
+        graph.add_items(vectors, ids)
+        self._graph_ids.update(ids.tolist())
+        return len(ids)
+
+    def busy(self) -> bool:
+        """True while the builder has work here, a compaction in flight included."""
+        return (
+            bool(self.pending()) or self.needs_compaction() or self._compaction_deletes is not None
+        )
+
+    def needs_compaction(self) -> bool:
+        return (
+            self._graph is not None
+            and self._compaction_deletes is None
+            and len(self._graph_deleted) >= 1000
+            and len(self._graph_deleted)
+            >= self._params.compact_ratio * (len(self._graph_ids) + len(self._graph_deleted))
+        )
+
+    def begin_compaction(self) -> list[int]:
+        """Start a rebuild of the graph; returns the ids to copy (called under the write lock)."""
+        self._compaction_deletes = []
+        return sorted(self._graph_ids)
+
+    def copy_for_compaction(self, ids: list[int]) -> tuple[Ids, Vectors]:
+        """The vectors of those ids still in the graph (called under the read lock)."""
+        assert self._graph is not None
+        live = [i for i in ids if i in self._graph_ids]
+        if not live:
+            return np.empty(0, np.uint64), np.empty((0, self.dim), np.float32)
+        vectors = self._graph.get_items(live, return_type="numpy")
+        return np.array(live, np.uint64), np.asarray(vectors, np.float32).reshape(-1, self.dim)
+
+    def new_graph_for_compaction(self, capacity: int) -> hnswlib.Index:
+        return self._new_graph(capacity)
+
+    def finish_compaction(self, graph: hnswlib.Index, copied: set[int]) -> None:
+        """Swap in the rebuilt graph (called under the write lock)."""
+        assert self._compaction_deletes is not None
+        deleted = set()
+        for face_id in self._compaction_deletes:
+            if face_id in copied:
+                graph.mark_deleted(face_id)
+                copied.discard(face_id)
+                deleted.add(face_id)
+        self._graph = graph
+        self._graph_ids = copied
+        self._graph_deleted = deleted
+        self._compaction_deletes = None
+
+    def _new_graph(self, capacity: int) -> hnswlib.Index:
+        graph = hnswlib.Index(space="l2", dim=self.dim)
+        graph.init_index(
+            max_elements=max(capacity, 1024),
+            M=self._params.m,
+            ef_construction=self._params.ef_construction,
+        )
+        graph.set_ef(self._params.ef_search)
+        graph.set_num_threads(1)
+        return graph
+
+    # -- reads ----------------------------------------------------------------------------------
 
     def get(self, ids: Ids) -> tuple[Ids, Vectors]:
-        found = np.array([i for i in ids.tolist() if i in self._ids], dtype=np.uint64)
-        if not len(found):
-            return found, np.empty((0, self.dim), np.float32)
-        vectors = np.asarray(self._index.get_items(found.tolist()), dtype=np.float32)
-        return found, vectors.reshape(len(found), self.dim)
+        found = [i for i in ids.tolist() if i in self]
+        vectors = np.empty((len(found), self.dim), np.float32)
+        in_graph = [(row, i) for row, i in enumerate(found) if i in self._graph_ids]
+        for row, face_id in enumerate(found):
+            if face_id in self._exact:
+                vectors[row] = self._exact.get(face_id)
+        if in_graph:
+            assert self._graph is not None
+            rows, labels = zip(*in_graph, strict=True)
+            vectors[list(rows)] = self._graph.get_items(list(labels), return_type="numpy")
+        return np.array(found, np.uint64), vectors
 
-    def search(self, vector: Vectors, top_n: int, max_distance: float) -> list[tuple[int, float]]:
+    def search(
+        self, vector: Vectors, top_n: int, max_distance: float, *, exact: bool = False
+    ) -> SearchResult:
         if vector.shape != (self.dim,):
             raise DimensionMismatch(f"query has {vector.shape[0]} values, gallery has {self.dim}")
-        k = min(top_n, len(self._ids))
-        if k == 0:
-            return []
-        self._index.set_ef(max(self._params.ef_search, k))
-        labels, squared = self._index.knn_query(vector.reshape(1, -1), k=k)
-        hits = []
-        for label, sq in zip(labels[0].tolist(), squared[0].tolist(), strict=True):
-            distance = math.sqrt(max(sq, 0.0))
-            if max_distance and distance > max_distance:
-                break
-            hits.append((int(label), distance))
-        return hits
+        hits = self._exact.search(vector, top_n)
+        used_index = False
+        if self._graph_ids:
+            if exact:
+                hits += self._search_graph_exactly(vector, top_n)
+            else:
+                hits += self._search_graph(vector, top_n)
+                used_index = True
+            hits.sort(key=lambda hit: hit[1])
+            hits = hits[:top_n]
+        if max_distance:
+            hits = [hit for hit in hits if hit[1] <= max_distance]
+        return SearchResult(hits, used_index)
+
+    def _search_graph(self, vector: Vectors, top_n: int) -> list[Hit]:
+        assert self._graph is not None
+        # hnswlib searches with max(ef, k) candidates, so a large top_n needs no set_ef (which
+        # would race between concurrent readers).
+        k = min(top_n, len(self._graph_ids))
+        try:
+            labels, squared = self._graph.knn_query(vector.reshape(1, -1), k=k, num_threads=1)
+        except RuntimeError:
+            # Too few live neighbours reachable (many deleted places): answer exactly instead.
+            return self._search_graph_exactly(vector, top_n)
+        return [
+            (int(label), math.sqrt(max(sq, 0.0)))
+            for label, sq in zip(labels[0].tolist(), squared[0].tolist(), strict=True)
+        ]
+
+    def _search_graph_exactly(self, vector: Vectors, top_n: int) -> list[Hit]:
+        best: list[Hit] = []
+        ids = sorted(self._graph_ids)
+        for start in range(0, len(ids), 65536):
+            chunk = ExactStore(self.dim)
+            labels, vectors = self.copy_for_compaction(ids[start : start + 65536])
+            chunk.add(labels, vectors)
+            best = sorted(best + chunk.search(vector, top_n), key=lambda hit: hit[1])[:top_n]
+        return best
 
     def list_ids(self, after_id: int, limit: int) -> tuple[Ids, bool]:
         if self._sorted is None:
-            self._sorted = np.array(sorted(self._ids), dtype=np.uint64)
+            merged = np.concatenate(
+                [np.fromiter(self._graph_ids, np.uint64, len(self._graph_ids)), self._exact.ids]
+            )
+            self._sorted = np.sort(merged)
         start = int(np.searchsorted(self._sorted, np.uint64(after_id), side="right"))
         page = self._sorted[start : start + limit]
         return page, start + limit < len(self._sorted)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def save(self, folder: Path, stem: str) -> list[Path]:
+        """Write the graph (hnswlib's format, deleted marks included), its live and deleted ids,
+        and the exact store; returns the files written."""
+        files = []
+        if self._graph is not None:
+            graph = folder / f"{stem}.hnsw"
+            self._graph.save_index(str(graph))
+            files.append(graph)
+        arrays: dict[str, npt.NDArray[np.generic]] = {
+            "graph_ids": np.array(sorted(self._graph_ids), np.uint64),
+            "graph_deleted": np.array(sorted(self._graph_deleted), np.uint64),
+            "exact_ids": self._exact.ids,
+            "exact_vectors": self._exact.vectors,
+        }
+        for name, array in arrays.items():
+            path = folder / f"{stem}.{name}.npy"
+            np.save(path, array)
+            files.append(path)
+        return files
+
+    @classmethod
+    def load(cls, dim: int, params: HnswParams, folder: Path, stem: str) -> GalleryIndex:
+        gallery = cls(dim, params)
+        graph = folder / f"{stem}.hnsw"
+        if graph.exists():
+            gallery._graph = hnswlib.Index(space="l2", dim=dim)
+            gallery._graph.load_index(str(graph))
+            gallery._graph.set_ef(params.ef_search)
+            gallery._graph.set_num_threads(1)
+        gallery._graph_ids = set(np.load(folder / f"{stem}.graph_ids.npy").tolist())
+        gallery._graph_deleted = set(np.load(folder / f"{stem}.graph_deleted.npy").tolist())
+        gallery._exact.add(
+            np.load(folder / f"{stem}.exact_ids.npy"),
+            np.load(folder / f"{stem}.exact_vectors.npy"),
+        )
+        return gallery

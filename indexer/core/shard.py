@@ -1,10 +1,16 @@
 """A shard: its galleries, rebuilt from the write-ahead log on start.
 
-Writes are validated completely, then logged and applied under one lock, then made durable
-(fsync) outside it, so concurrent writers share fsyncs (group commit). A write that fails
+Writes are validated completely, then logged and applied under the write lock, then made
+durable (fsync) outside it, so concurrent writers share fsyncs (group commit). A write that fails
 validation changes nothing; a write is acknowledged only after its fsync, so it survives a
 crash. A reader may see a write a moment before it is durable.
-Reads take the same lock: hnswlib does not promise a search is safe during a resize.
+
+Searches share a read lock. A builder thread moves newly added vectors into each gallery's HNSW
+graph in small steps under the write lock (a search waits for one step at most) and rebuilds
+graphs with many deleted places, copying under the read lock.
+
+A follower shard applies its primary's records with the primary's lsns (`apply_replicated`), so
+both logs hold the same records in the same order.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +31,18 @@ from facegrid.indexer.core.errors import (
     DuplicateId,
     GalleryNotFound,
     InvalidRequest,
+    ReplicationGap,
     SnapshotDamaged,
     SnapshotNeeded,
 )
-from facegrid.indexer.core.gallery import GalleryIndex, HnswParams, Ids, Vectors
+from facegrid.indexer.core.gallery import GalleryIndex, HnswParams, Ids, SearchResult, Vectors
+from facegrid.indexer.core.rwlock import ReadWriteLock
 from facegrid.indexer.core.wal import Op, WalRecord, WriteAheadLog
 
 MAX_GALLERY_NAME = 48
+# Vectors the builder moves into a graph per step: a search waits for one step at most.
+BUILD_STEP = 64
+COMPACTION_CHUNK = 4096
 SNAPSHOT_PREFIX = "snapshot-"
 SNAPSHOT_MANIFEST = "manifest.json"
 
@@ -40,6 +52,11 @@ class GalleryStats:
     name: str
     count: int
     dim: int
+    # Live vectors in the HNSW graph, live vectors searched exactly until the builder moves
+    # them, and places in the graph marked deleted and not yet reclaimed.
+    indexed: int = 0
+    unindexed: int = 0
+    deleted: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,17 +80,21 @@ class Shard:
         *,
         fsync: bool = True,
         snapshot_every: int = 0,
+        build: bool = True,
     ) -> None:
         """Recover: load the newest snapshot (checked), then replay the log after it.
 
         snapshot_every: take a snapshot once this many records are logged after the last one
-        (0: only when asked).
+        (0: only when asked). build: run the graph builder thread (off only in tests that
+        step it by hand).
         """
         self.name = name
         self._dir = data_dir
         self._params = params or HnswParams()
         self._galleries: dict[str, GalleryIndex] = {}
-        self._lock = threading.Lock()
+        self._lock = ReadWriteLock()
+        # Snapshot folders being streamed to followers, with how many streams read each.
+        self._pinned: dict[Path, int] = {}
         self._listeners: list[Callable[[int], None]] = []
         self._snapshot_every = snapshot_every
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +108,14 @@ class Shard:
         for record in self._wal.replay():
             if record.lsn > self.snapshot_lsn:
                 self._apply(record)
+        self._closing = threading.Event()
+        self._work = threading.Event()
+        self._builder: threading.Thread | None = None
+        if build:
+            self._builder = threading.Thread(
+                target=self._build_loop, name=f"builder-{name}", daemon=True
+            )
+            self._builder.start()
 
     @property
     def lsn(self) -> int:
@@ -111,7 +140,7 @@ class Shard:
             raise InvalidRequest("vectors contain NaN or infinity")
         if len(np.unique(ids)) != len(ids):
             raise InvalidRequest("the same id appears twice in one call")
-        with self._lock:
+        with self._lock.write():
             index = self._galleries.get(gallery)
             if index is not None:
                 if index.dim != vectors.shape[1]:
@@ -127,6 +156,7 @@ class Shard:
             self._apply(record)
         self._wal.sync(record.lsn)
         self._notify(record.lsn)
+        self._work.set()
         self._maybe_snapshot()
         return record.lsn
 
@@ -134,7 +164,7 @@ class Shard:
         """Delete ids (absent ones are ignored); returns (deleted, lsn)."""
         _check_gallery(gallery)
         ids = np.asarray(ids, dtype=np.uint64)
-        with self._lock:
+        with self._lock.write():
             index = self._galleries.get(gallery)
             present = [i for i in ids.tolist() if index is not None and i in index]
             if not present:
@@ -151,7 +181,7 @@ class Shard:
     def drop_gallery(self, gallery: str) -> tuple[int, int]:
         """Forget a gallery and all its vectors; returns (deleted, lsn). Absent is not an error."""
         _check_gallery(gallery)
-        with self._lock:
+        with self._lock.write():
             index = self._galleries.get(gallery)
             if index is None:
                 return 0, self.lsn
@@ -162,6 +192,18 @@ class Shard:
         self._notify(record.lsn)
         self._maybe_snapshot()
         return count, record.lsn
+
+    def apply_replicated(self, record: WalRecord) -> None:
+        """Log and apply a record streamed from the primary, keeping its lsn."""
+        with self._lock.write():
+            if record.lsn != self.lsn + 1:
+                raise ReplicationGap(f"record {record.lsn} does not follow {self.lsn}")
+            self._wal.write(record, keep_lsn=True)
+            self._apply(record)
+        self._wal.sync(record.lsn)
+        self._notify(record.lsn)
+        self._work.set()
+        self._maybe_snapshot()
 
     def _apply(self, record: WalRecord) -> None:
         if record.op is Op.ADD:
@@ -187,55 +229,122 @@ class Shard:
         return index
 
     def get(self, gallery: str, ids: Ids) -> tuple[Ids, Vectors]:
-        with self._lock:
+        with self._lock.read():
             index = self._galleries.get(gallery)
             if index is None:
                 return np.empty(0, np.uint64), np.empty((0, 0), np.float32)
             return index.get(np.asarray(ids, dtype=np.uint64))
 
     def search(
-        self, gallery: str, vector: Vectors, top_n: int, max_distance: float = 0.0
-    ) -> list[tuple[int, float]]:
-        """The top_n nearest ids with their Euclidean distances; an unknown gallery has none."""
+        self,
+        gallery: str,
+        vector: Vectors,
+        top_n: int,
+        max_distance: float = 0.0,
+        *,
+        exact: bool = False,
+    ) -> SearchResult:
+        """The top_n nearest ids with their Euclidean distances; an unknown gallery has none.
+
+        exact: compare with every vector instead of walking the graph (the seed's
+        `linear_search=1`).
+        """
         if top_n <= 0:
             raise InvalidRequest("top_n must be positive")
         vector = np.asarray(vector, dtype=np.float32)
         if not np.isfinite(vector).all():
             raise InvalidRequest("query contains NaN or infinity")
-        # hnswlib may not search while the same graph is resized or has deleted places
-        # replaced, so searches take the write lock too.
-        with self._lock:
+        with self._lock.read():
             index = self._galleries.get(gallery)
             if index is None:
-                return []
-            return index.search(vector, top_n, max_distance)
+                return SearchResult([], False)
+            return index.search(vector, top_n, max_distance, exact=exact)
 
     def list_ids(self, gallery: str, after_id: int, limit: int) -> tuple[Ids, bool]:
         if limit <= 0:
             raise InvalidRequest("limit must be positive")
-        with self._lock:
+        with self._lock.write():  # builds the sorted id cache on first use
             return self._gallery(gallery).list_ids(after_id, limit)
 
     def stats(self) -> ShardStats:
-        with self._lock:
+        with self._lock.read():
             galleries = [
-                GalleryStats(name, len(index), index.dim)
+                GalleryStats(
+                    name, len(index), index.dim, index.indexed, index.unindexed, index.deleted
+                )
                 for name, index in sorted(self._galleries.items())
             ]
             return ShardStats(self.name, self.lsn, galleries)
 
+    # -- the graph builder ----------------------------------------------------------------------
+
+    def build_step(self) -> bool:
+        """Do one step of background work (move vectors into a graph, or compact one);
+        returns False when there is nothing to do."""
+        with self._lock.write():
+            work = [
+                (name, index)
+                for name, index in self._galleries.items()
+                if index.pending() or index.needs_compaction()
+            ]
+            if not work:
+                return False
+            _, index = work[0]
+            if not index.needs_compaction():
+                index.build_step(BUILD_STEP)
+                return True
+            ids = index.begin_compaction()
+        self._compact(index, ids)
+        return True
+
+    def _compact(self, index: GalleryIndex, ids: list[int]) -> None:
+        graph = index.new_graph_for_compaction(len(ids))
+        copied: set[int] = set()
+        for start in range(0, len(ids), COMPACTION_CHUNK):
+            with self._lock.read():
+                labels, vectors = index.copy_for_compaction(ids[start : start + COMPACTION_CHUNK])
+            if len(labels):
+                graph.add_items(vectors, labels)
+                copied.update(labels.tolist())
+        with self._lock.write():
+            index.finish_compaction(graph, copied)
+
+    def wait_indexed(self, timeout: float = 60.0) -> None:
+        """Block until the builder has nothing left to do (benchmarks and tests)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock.read():
+                busy = any(index.busy() for index in self._galleries.values())
+            if not busy:
+                return
+            if self._builder is None:
+                self.build_step()
+            elif time.monotonic() > deadline:
+                raise TimeoutError(f"shard {self.name!r} still building after {timeout} s")
+            else:
+                time.sleep(0.01)
+
+    def _build_loop(self) -> None:
+        while not self._closing.is_set():
+            if not self.build_step():
+                self._work.wait(timeout=1.0)
+                self._work.clear()
+
     # -- snapshots ------------------------------------------------------------------------------
 
-    def snapshot(self) -> int:
+    def snapshot(self, *, force: bool = False) -> int:
         """Write every gallery to a new snapshot, then restart the log after it; returns its lsn.
+
+        Nothing to do when no record came after the newest snapshot, unless force is set and
+        that snapshot has no folder (a shard that never took one).
 
         Files go to a temporary folder, are fsynced, listed with their sha256 in a manifest and
         renamed into place as a whole; only then is the log emptied and the older snapshot
         removed. A crash at any point leaves a recoverable pair of snapshot and log.
         """
-        with self._lock:
+        with self._lock.write():
             lsn = self._wal.last_lsn
-            if lsn == self.snapshot_lsn:
+            if lsn == self.snapshot_lsn and (not force or self._snapshot_folder().exists()):
                 return lsn
             self._wal.sync(lsn)
             staging = self._dir / f".snapshot-{lsn}.tmp"
@@ -243,15 +352,13 @@ class Shard:
             staging.mkdir()
             galleries = []
             for i, (name, index) in enumerate(sorted(self._galleries.items())):
-                graph, ids = staging / f"{i}.hnsw", staging / f"{i}.ids.npy"
-                index.save(graph, ids)
+                files = index.save(staging, str(i))
                 galleries.append(
                     {
                         "name": name,
                         "dim": index.dim,
-                        "graph": graph.name,
-                        "ids": ids.name,
-                        "sha256": {p.name: sha256_of(p) for p in (graph, ids)},
+                        "stem": str(i),
+                        "sha256": {p.name: sha256_of(p) for p in files},
                     }
                 )
             manifest = staging / SNAPSHOT_MANIFEST
@@ -262,11 +369,54 @@ class Shard:
             staging.rename(final)
             fsync_path(self._dir)
             self._wal.restart_after(lsn)
-            for old in self._dir.glob(f"{SNAPSHOT_PREFIX}*"):
-                if old != final:
-                    shutil.rmtree(old, ignore_errors=True)
+            self._remove_old_snapshots(final)
             self.snapshot_lsn = lsn
         return lsn
+
+    def pin_snapshot(self) -> tuple[Path, int]:
+        """The newest snapshot's folder and lsn, kept on disk until `unpin` (a snapshot is taken
+        first if the log has records after the newest one, or there is none)."""
+        self.snapshot(force=True)
+        with self._lock.write():
+            folder, lsn = self._snapshot_folder(), self.snapshot_lsn
+            self._pinned[folder] = self._pinned.get(folder, 0) + 1
+        return folder, lsn
+
+    def unpin(self, folder: Path) -> None:
+        with self._lock.write():
+            self._pinned[folder] -= 1
+            if not self._pinned[folder]:
+                del self._pinned[folder]
+                if folder != self._snapshot_folder():
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def install_snapshot(self, folder: Path) -> int:
+        """Replace everything this shard holds by a snapshot fetched from the primary.
+
+        The snapshot is checked and loaded before anything changes; then it becomes this
+        shard's snapshot and the log restarts after it. Returns its lsn.
+        """
+        lsn, galleries = self._read_snapshot(folder)
+        with self._lock.write():
+            final = self._dir / f"{SNAPSHOT_PREFIX}{lsn:020d}"
+            if final != folder:
+                shutil.rmtree(final, ignore_errors=True)
+                folder.rename(final)
+                fsync_path(self._dir)
+            self._galleries = galleries
+            self._wal.restart_after(lsn)
+            self.snapshot_lsn = lsn
+            self._remove_old_snapshots(final)
+        self._work.set()
+        return lsn
+
+    def _snapshot_folder(self) -> Path:
+        return self._dir / f"{SNAPSHOT_PREFIX}{self.snapshot_lsn:020d}"
+
+    def _remove_old_snapshots(self, keep: Path) -> None:
+        for old in self._dir.glob(f"{SNAPSHOT_PREFIX}*"):
+            if old != keep and old not in self._pinned:
+                shutil.rmtree(old, ignore_errors=True)
 
     def _maybe_snapshot(self) -> None:
         if self._snapshot_every and self.lsn - self.snapshot_lsn >= self._snapshot_every:
@@ -276,20 +426,21 @@ class Shard:
         snapshots = sorted(self._dir.glob(f"{SNAPSHOT_PREFIX}*"))
         if not snapshots:
             return 0
-        folder = snapshots[-1]
+        lsn, self._galleries = self._read_snapshot(snapshots[-1])
+        return lsn
+
+    def _read_snapshot(self, folder: Path) -> tuple[int, dict[str, GalleryIndex]]:
+        galleries = {}
         try:
             manifest = json.loads((folder / SNAPSHOT_MANIFEST).read_text())
             for entry in manifest["galleries"]:
                 for file, digest in entry["sha256"].items():
                     if sha256_of(folder / file) != digest:
                         raise SnapshotDamaged(f"{folder / file} does not match its checksum")
-                self._galleries[entry["name"]] = GalleryIndex.load(
-                    int(entry["dim"]),
-                    self._params,
-                    folder / entry["graph"],
-                    folder / entry["ids"],
+                galleries[entry["name"]] = GalleryIndex.load(
+                    int(entry["dim"]), self._params, folder, entry["stem"]
                 )
-            return int(manifest["lsn"])
+            return int(manifest["lsn"]), galleries
         except SnapshotDamaged:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
@@ -298,12 +449,15 @@ class Shard:
     # -- replication ----------------------------------------------------------------------------
 
     def records_after(self, lsn: int) -> Iterator[WalRecord]:
+        """Durable records after lsn, for a follower. Records not yet fsynced are held back, so
+        a follower never has a write its primary could still lose."""
         if lsn < self._wal.base_lsn:
             raise SnapshotNeeded(
                 f"the log starts after lsn {self._wal.base_lsn}; records after {lsn} are only "
                 "in the snapshot"
             )
-        return self._wal.read_after(lsn)
+        durable = self._wal.synced_lsn
+        return (record for record in self._wal.read_after(lsn) if record.lsn <= durable)
 
     def subscribe(self, listener: Callable[[int], None]) -> Callable[[], None]:
         """Call listener(lsn) after each write; returns the function that unsubscribes."""
@@ -315,5 +469,9 @@ class Shard:
             listener(lsn)
 
     def close(self) -> None:
-        with self._lock:
+        self._closing.set()
+        self._work.set()
+        if self._builder is not None:
+            self._builder.join()
+        with self._lock.write():
             self._wal.close()

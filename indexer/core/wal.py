@@ -165,12 +165,16 @@ class WriteAheadLog:
         self._sync(self._file)
         self.synced_lsn = self.last_lsn
 
-    def write(self, record: WalRecord) -> WalRecord:
+    def write(self, record: WalRecord, *, keep_lsn: bool = False) -> WalRecord:
         """Number the record and hand it to the OS, without waiting for the disk.
 
+        keep_lsn: the record carries its lsn already (a follower writing its primary's
+        records), and it must be the next one.
         Callers serialise writes (the shard's lock); the record is durable once `sync(lsn)`
         returns.
         """
+        if keep_lsn and record.lsn != self.last_lsn + 1:
+            raise ValueError(f"record {record.lsn} does not follow {self.last_lsn}")
         numbered = WalRecord(
             record.op,
             record.gallery,
@@ -191,6 +195,7 @@ class WriteAheadLog:
         concurrent writers share fsyncs instead of queueing one each.
         """
         if not self._fsync:
+            self.synced_lsn = max(self.synced_lsn, lsn)
             return
         with self._sync_lock:
             if self.synced_lsn >= lsn:

@@ -42,6 +42,8 @@ def test_generated_code_matches_the_proto_files() -> None:
                 "Stats",
                 "Snapshot",
                 "Replicate",
+                "FetchSnapshot",
+                "Promote",
             },
         ),
         (

@@ -22,12 +22,14 @@ import numpy as np
 
 from facegrid.v1 import index_pb2 as pb
 from facegrid.v1 import index_pb2_grpc
+from tests.conftest import free_port
 
 ROUNDS = 20
 
 
-def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
+def _start(data: Path, port: int, primary: str = "") -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
+    follow = {"FACEGRID_INDEXER_ROLE": "follower", "FACEGRID_INDEXER_PRIMARY": primary}
     return subprocess.Popen(
         [sys.executable, "-m", "facegrid.indexer"],
         env={
@@ -37,6 +39,7 @@ def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
             "FACEGRID_INDEXER_METRICS_LISTEN": "",
             "FACEGRID_INDEXER_SNAPSHOT_EVERY": "40",
             "FACEGRID_INDEXER_LOG_LEVEL": "warning",
+            **(follow if primary else {}),
         },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -99,14 +102,64 @@ def _stream(
         in_flight.clear()
 
 
+def _content(stub: index_pb2_grpc.IndexShardStub) -> tuple[int, dict[int, bytes]]:
+    ids = sorted(_stored_ids(stub))
+    vectors = {}
+    for start in range(0, len(ids), 500):
+        got = stub.Get(pb.GetRequest(gallery="g", ids=ids[start : start + 500]))
+        vectors.update({e.id: e.vector for e in got.entries})
+    return stub.Stats(pb.StatsRequest()).lsn, vectors
+
+
 def test_no_acknowledged_write_is_lost_or_resurrected(tmp_path: Path, unused_port: int) -> None:
+    """Also runs a follower throughout, which must end equal to its primary."""
     rng = random.Random(11)  # when to kill
     vector = np.ones(16, "<f4").tobytes()
     acknowledged: dict[int, bool] = {}  # id -> present
     counter = [1]  # the next face id
     address = f"127.0.0.1:{unused_port}"
+    follower_port = free_port()
+    follower = _start(tmp_path / "follower", follower_port, primary=address)
+    try:
+        _kill_rounds(tmp_path / "primary", unused_port, rng, vector, acknowledged, counter)
+        primary = _start(tmp_path / "primary", unused_port)
+        with (
+            grpc.insecure_channel(address) as primary_channel,
+            grpc.insecure_channel(f"127.0.0.1:{follower_port}") as follower_channel,
+        ):
+            primary_stub = index_pb2_grpc.IndexShardStub(primary_channel)
+            follower_stub = index_pb2_grpc.IndexShardStub(follower_channel)
+            _ready(primary_stub, primary)
+            _ready(follower_stub, follower)
+            expected = _content(primary_stub)
+            deadline = time.monotonic() + 30
+            while follower_stub.Stats(pb.StatsRequest()).lsn != expected[0]:
+                assert time.monotonic() < deadline, "the follower never caught up"
+                time.sleep(0.05)
+            assert _content(follower_stub) == expected
+            assert follower_stub.Stats(pb.StatsRequest()).role == "follower"
+        primary.kill()
+        primary.wait()
+    finally:
+        follower.kill()
+        follower.wait()
+    deleted = sum(1 for present in acknowledged.values() if not present)
+    print(f"{ROUNDS} kills; {counter[0] - 1} adds and {deleted} deletes acknowledged and checked")
+    assert counter[0] > 100, "the client barely wrote anything between kills"
+    assert any(not present for present in acknowledged.values())
+
+
+def _kill_rounds(
+    data: Path,
+    port: int,
+    rng: random.Random,
+    vector: bytes,
+    acknowledged: dict[int, bool],
+    counter: list[int],
+) -> None:
+    address = f"127.0.0.1:{port}"
     for _round in range(ROUNDS):
-        process = _start(tmp_path, unused_port)
+        process = _start(data, port)
         with grpc.insecure_channel(address) as channel:
             stub = index_pb2_grpc.IndexShardStub(channel)
             _ready(stub, process)
@@ -131,7 +184,3 @@ def test_no_acknowledged_write_is_lost_or_resurrected(tmp_path: Path, unused_por
             # The write in flight at the kill may or may not have landed.
             for face_id in in_flight:
                 acknowledged.pop(face_id, None)
-    deleted = sum(1 for present in acknowledged.values() if not present)
-    print(f"{ROUNDS} kills; {counter[0] - 1} adds and {deleted} deletes acknowledged and checked")
-    assert counter[0] > 100, "the client barely wrote anything between kills"
-    assert any(not present for present in acknowledged.values())

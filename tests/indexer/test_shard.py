@@ -27,7 +27,7 @@ def test_search_finds_nearest_with_euclidean_distance(
     shard.add("g", np.arange(1, 201, dtype=np.uint64), vectors)
 
     query = vectors[41] + 0.001
-    hits = shard.search("g", query, top_n=3)
+    hits = shard.search("g", query, top_n=3).hits
     assert hits[0][0] == 42
     assert hits[0][1] == pytest.approx(float(np.linalg.norm(query - vectors[41])), rel=1e-3)
     assert [d for _, d in hits] == sorted(d for _, d in hits)
@@ -38,8 +38,8 @@ def test_search_finds_nearest_with_euclidean_distance(
 
 def test_max_distance_cuts_far_hits(shard: Shard) -> None:
     shard.add("g", _ids(1, 2), np.array([[0, 0], [10, 0]], dtype=np.float32))
-    assert [i for i, _ in shard.search("g", np.array([0, 0.5], np.float32), 5)] == [1, 2]
-    assert shard.search("g", np.array([0, 0.5], np.float32), 5, max_distance=1.0) == [
+    assert [i for i, _ in shard.search("g", np.array([0, 0.5], np.float32), 5).hits] == [1, 2]
+    assert shard.search("g", np.array([0, 0.5], np.float32), 5, max_distance=1.0).hits == [
         (1, pytest.approx(0.5))
     ]
 
@@ -47,8 +47,8 @@ def test_max_distance_cuts_far_hits(shard: Shard) -> None:
 def test_galleries_are_separate(shard: Shard) -> None:
     shard.add("a", _ids(1), np.ones((1, 4), np.float32))
     shard.add("b", _ids(2), np.ones((1, 4), np.float32))
-    assert [i for i, _ in shard.search("a", np.ones(4, np.float32), 10)] == [1]
-    assert shard.search("nope", np.ones(4, np.float32), 10) == []
+    assert [i for i, _ in shard.search("a", np.ones(4, np.float32), 10).hits] == [1]
+    assert shard.search("nope", np.ones(4, np.float32), 10).hits == []
 
 
 def test_duplicate_ids_fail_whole_call_and_write_nothing(shard: Shard) -> None:
@@ -103,7 +103,7 @@ def test_delete_list_and_drop(shard: Shard) -> None:
     assert page.tolist() == [1, 2, 5, 6, 7] and more
     page, more = shard.list_ids("g", 7, 5)
     assert page.tolist() == [8, 9, 10] and not more
-    assert 3 not in [i for i, _ in shard.search("g", np.eye(10, dtype=np.float32)[2], 10)]
+    assert 3 not in [i for i, _ in shard.search("g", np.eye(10, dtype=np.float32)[2], 10).hits]
     assert shard.drop_gallery("g")[0] == 8
     with pytest.raises(GalleryNotFound):
         shard.list_ids("g", 0, 5)
@@ -124,8 +124,8 @@ def test_restart_restores_every_acknowledged_write(
     second = Shard("s", tmp_path)
     assert second.lsn == lsn
     assert [(g.name, g.count, g.dim) for g in second.stats().galleries] == [("g", 49, 16)]
-    assert second.search("g", vectors[10], 1)[0][0] == 1010
-    assert second.search("g", vectors[0], 1)[0][0] != 1000
+    assert second.search("g", vectors[10], 1).hits[0][0] == 1010
+    assert second.search("g", vectors[0], 1).hits[0][0] != 1000
     second.close()
 
 
@@ -136,4 +136,4 @@ def test_index_grows_past_initial_capacity(shard: Shard, rng: np.random.Generato
             "g", np.arange(start, start + 1000, dtype=np.uint64), vectors[start : start + 1000]
         )
     assert shard.stats().galleries[0].count == 3000
-    assert shard.search("g", vectors[2500], 1)[0][0] == 2500
+    assert shard.search("g", vectors[2500], 1).hits[0][0] == 2500

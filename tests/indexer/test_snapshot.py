@@ -13,6 +13,10 @@ import pytest
 
 from facegrid.indexer.core import Shard
 from facegrid.indexer.core.errors import SnapshotDamaged, SnapshotNeeded
+from facegrid.indexer.core.gallery import HnswParams
+
+# Graphs from 10 vectors up, so these small galleries exercise the graph files too.
+SMALL_GRAPHS = HnswParams(graph_min=10)
 
 
 def _ids(*values: int) -> np.ndarray:
@@ -32,8 +36,9 @@ def _state(shard: Shard) -> tuple[int, list[int]]:
 
 def test_snapshot_then_more_writes_then_restart(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    shard = Shard("s", tmp_path)
+    shard = Shard("s", tmp_path, SMALL_GRAPHS)
     first = _fill(shard, rng, 1, 500)
+    shard.wait_indexed()
     shard.delete("g", _ids(1, 2, 3))
     shard.add("other", _ids(9), np.ones((1, 8), np.float32))
     log_before = (tmp_path / "wal.log").stat().st_size
@@ -48,9 +53,9 @@ def test_snapshot_then_more_writes_then_restart(tmp_path: Path) -> None:
     again = Shard("s", tmp_path)
     assert _state(again) == expected
     assert again.snapshot_lsn == 3
-    assert again.search("g", first[10], 1)[0][0] == 11
-    assert again.search("g", later[7], 1)[0][0] == 1007
-    assert again.search("g", first[0], 3)[0][0] != 1  # deleted before the snapshot
+    assert again.search("g", first[10], 1).hits[0][0] == 11
+    assert again.search("g", later[7], 1).hits[0][0] == 1007
+    assert again.search("g", first[0], 3).hits[0][0] != 1  # deleted before the snapshot
     assert [(g.name, g.count) for g in again.stats().galleries] == [("g", 546), ("other", 1)]
     again.add("g", _ids(5000), later[:1])  # lsns continue after the snapshot's
     assert again.lsn == expected[0] + 1
@@ -100,15 +105,22 @@ def test_crash_between_snapshot_and_log_restart_recovers(tmp_path: Path) -> None
     again.close()
 
 
-@pytest.mark.parametrize("damage", ["graph", "ids", "manifest"])
+@pytest.mark.parametrize("damage", ["graph", "ids", "exact", "manifest"])
 def test_a_damaged_snapshot_stops_recovery_with_the_reason(tmp_path: Path, damage: str) -> None:
     rng = np.random.default_rng(5)
-    shard = Shard("s", tmp_path)
+    shard = Shard("s", tmp_path, SMALL_GRAPHS)
     _fill(shard, rng, 1, 50)
+    shard.wait_indexed()
+    _fill(shard, rng, 100, 5)  # these stay in the exact store
     shard.snapshot()
     shard.close()
     (folder,) = tmp_path.glob("snapshot-*")
-    target = {"graph": "0.hnsw", "ids": "0.ids.npy", "manifest": "manifest.json"}[damage]
+    target = {
+        "graph": "0.hnsw",
+        "ids": "0.graph_ids.npy",
+        "exact": "0.exact_vectors.npy",
+        "manifest": "manifest.json",
+    }[damage]
     data = bytearray((folder / target).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (folder / target).write_bytes(bytes(data))
@@ -141,8 +153,9 @@ def test_replication_from_before_the_log_needs_the_snapshot(tmp_path: Path) -> N
 
 
 def test_the_service_refuses_to_start_on_a_damaged_snapshot(tmp_path: Path) -> None:
-    shard = Shard("s", tmp_path)
-    _fill(shard, np.random.default_rng(8), 1, 5)
+    shard = Shard("s", tmp_path, SMALL_GRAPHS)
+    _fill(shard, np.random.default_rng(8), 1, 15)
+    shard.wait_indexed()
     shard.snapshot()
     shard.close()
     (folder,) = tmp_path.glob("snapshot-*")

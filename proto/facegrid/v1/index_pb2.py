@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x61\x63\x65grid/v1/index.proto\x12\x0b\x66\x61\x63\x65grid.v1\"(\n\nIndexEntry\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\"W\n\nAddRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12(\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x17.facegrid.v1.IndexEntry\x12\x0e\n\x06upsert\x18\x03 \x01(\x08\")\n\x0b\x41\x64\x64Response\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"-\n\rDeleteRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"%\n\x12\x44ropGalleryRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\"3\n\x13\x44ropGalleryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"*\n\nGetRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\"7\n\x0bGetResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.facegrid.v1.IndexEntry\"U\n\rSearchRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\r\n\x05top_n\x18\x03 \x01(\r\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\")\n\tSearchHit\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\"6\n\x0eSearchResponse\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.facegrid.v1.SearchHit\"?\n\x0bListRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\")\n\x0cListResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\x0e\n\x0cStatsRequest\"8\n\x0cGalleryStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\"g\n\rStatsResponse\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0b\n\x03lsn\x18\x03 \x01(\x04\x12,\n\tgalleries\x18\x04 \x03(\x0b\x32\x19.facegrid.v1.GalleryStats\"\x11\n\x0fSnapshotRequest\"\x1f\n\x10SnapshotResponse\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\"%\n\x10ReplicateRequest\x12\x11\n\tafter_lsn\x18\x01 \x01(\x04\"\xad\x01\n\tWalRecord\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12&\n\x03\x61\x64\x64\x18\x02 \x01(\x0b\x32\x17.facegrid.v1.AddRequestH\x00\x12,\n\x06\x64\x65lete\x18\x03 \x01(\x0b\x32\x1a.facegrid.v1.DeleteRequestH\x00\x12\x37\n\x0c\x64rop_gallery\x18\x04 \x01(\x0b\x32\x1f.facegrid.v1.DropGalleryRequestH\x00\x42\x04\n\x02op2\xe4\x04\n\nIndexShard\x12\x38\n\x03\x41\x64\x64\x12\x17.facegrid.v1.AddRequest\x1a\x18.facegrid.v1.AddResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.facegrid.v1.DeleteRequest\x1a\x1b.facegrid.v1.DeleteResponse\x12P\n\x0b\x44ropGallery\x12\x1f.facegrid.v1.DropGalleryRequest\x1a .facegrid.v1.DropGalleryResponse\x12\x38\n\x03Get\x12\x17.facegrid.v1.GetRequest\x1a\x18.facegrid.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.facegrid.v1.SearchRequest\x1a\x1b.facegrid.v1.SearchResponse\x12;\n\x04List\x12\x18.facegrid.v1.ListRequest\x1a\x19.facegrid.v1.ListResponse\x12>\n\x05Stats\x12\x19.facegrid.v1.StatsRequest\x1a\x1a.facegrid.v1.StatsResponse\x12G\n\x08Snapshot\x12\x1c.facegrid.v1.SnapshotRequest\x1a\x1d.facegrid.v1.SnapshotResponse\x12\x44\n\tReplicate\x12\x1d.facegrid.v1.ReplicateRequest\x1a\x16.facegrid.v1.WalRecord0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x66\x61\x63\x65grid/v1/index.proto\x12\x0b\x66\x61\x63\x65grid.v1\"(\n\nIndexEntry\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\"W\n\nAddRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12(\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x17.facegrid.v1.IndexEntry\x12\x0e\n\x06upsert\x18\x03 \x01(\x08\")\n\x0b\x41\x64\x64Response\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"-\n\rDeleteRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\".\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"%\n\x12\x44ropGalleryRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\"3\n\x13\x44ropGalleryResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0b\n\x03lsn\x18\x02 \x01(\x04\"*\n\nGetRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\x04\"7\n\x0bGetResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.facegrid.v1.IndexEntry\"l\n\rSearchRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x12\r\n\x05top_n\x18\x03 \x01(\r\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\x12\x15\n\rlinear_search\x18\x05 \x01(\x08\")\n\tSearchHit\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08\x64istance\x18\x02 \x01(\x02\"J\n\x0eSearchResponse\x12$\n\x04hits\x18\x01 \x03(\x0b\x32\x16.facegrid.v1.SearchHit\x12\x12\n\nused_index\x18\x02 \x01(\x08\"?\n\x0bListRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x10\n\x08\x61\x66ter_id\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\")\n\x0cListResponse\x12\x0b\n\x03ids\x18\x01 \x03(\x04\x12\x0c\n\x04more\x18\x02 \x01(\x08\"\x0e\n\x0cStatsRequest\"m\n\x0cGalleryStats\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x0f\n\x07indexed\x18\x04 \x01(\x04\x12\x11\n\tunindexed\x18\x05 \x01(\x04\x12\x0f\n\x07\x64\x65leted\x18\x06 \x01(\x04\"\xb2\x01\n\rStatsResponse\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x0b\n\x03lsn\x18\x03 \x01(\x04\x12,\n\tgalleries\x18\x04 \x03(\x0b\x32\x19.facegrid.v1.GalleryStats\x12\x0f\n\x07primary\x18\x05 \x01(\t\x12\x17\n\x0freplication_lag\x18\x06 \x01(\x04\x12\x1f\n\x17replication_lag_seconds\x18\x07 \x01(\x01\"\x11\n\x0fSnapshotRequest\"\x1f\n\x10SnapshotResponse\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\"\x16\n\x14\x46\x65tchSnapshotRequest\"8\n\rSnapshotChunk\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x10\n\x0ePromoteRequest\"\x1e\n\x0fPromoteResponse\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\"%\n\x10ReplicateRequest\x12\x11\n\tafter_lsn\x18\x01 \x01(\x04\"\xad\x01\n\tWalRecord\x12\x0b\n\x03lsn\x18\x01 \x01(\x04\x12&\n\x03\x61\x64\x64\x18\x02 \x01(\x0b\x32\x17.facegrid.v1.AddRequestH\x00\x12,\n\x06\x64\x65lete\x18\x03 \x01(\x0b\x32\x1a.facegrid.v1.DeleteRequestH\x00\x12\x37\n\x0c\x64rop_gallery\x18\x04 \x01(\x0b\x32\x1f.facegrid.v1.DropGalleryRequestH\x00\x42\x04\n\x02op2\xfc\x05\n\nIndexShard\x12\x38\n\x03\x41\x64\x64\x12\x17.facegrid.v1.AddRequest\x1a\x18.facegrid.v1.AddResponse\x12\x41\n\x06\x44\x65lete\x12\x1a.facegrid.v1.DeleteRequest\x1a\x1b.facegrid.v1.DeleteResponse\x12P\n\x0b\x44ropGallery\x12\x1f.facegrid.v1.DropGalleryRequest\x1a .facegrid.v1.DropGalleryResponse\x12\x38\n\x03Get\x12\x17.facegrid.v1.GetRequest\x1a\x18.facegrid.v1.GetResponse\x12\x41\n\x06Search\x12\x1a.facegrid.v1.SearchRequest\x1a\x1b.facegrid.v1.SearchResponse\x12;\n\x04List\x12\x18.facegrid.v1.ListRequest\x1a\x19.facegrid.v1.ListResponse\x12>\n\x05Stats\x12\x19.facegrid.v1.StatsRequest\x1a\x1a.facegrid.v1.StatsResponse\x12G\n\x08Snapshot\x12\x1c.facegrid.v1.SnapshotRequest\x1a\x1d.facegrid.v1.SnapshotResponse\x12\x44\n\tReplicate\x12\x1d.facegrid.v1.ReplicateRequest\x1a\x16.facegrid.v1.WalRecord0\x01\x12P\n\rFetchSnapshot\x12!.facegrid.v1.FetchSnapshotRequest\x1a\x1a.facegrid.v1.SnapshotChunk0\x01\x12\x44\n\x07Promote\x12\x1b.facegrid.v1.PromoteRequest\x1a\x1c.facegrid.v1.PromoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,29 +50,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRESPONSE']._serialized_start=445
   _globals['_GETRESPONSE']._serialized_end=500
   _globals['_SEARCHREQUEST']._serialized_start=502
-  _globals['_SEARCHREQUEST']._serialized_end=587
-  _globals['_SEARCHHIT']._serialized_start=589
-  _globals['_SEARCHHIT']._serialized_end=630
-  _globals['_SEARCHRESPONSE']._serialized_start=632
-  _globals['_SEARCHRESPONSE']._serialized_end=686
-  _globals['_LISTREQUEST']._serialized_start=688
-  _globals['_LISTREQUEST']._serialized_end=751
-  _globals['_LISTRESPONSE']._serialized_start=753
-  _globals['_LISTRESPONSE']._serialized_end=794
-  _globals['_STATSREQUEST']._serialized_start=796
-  _globals['_STATSREQUEST']._serialized_end=810
-  _globals['_GALLERYSTATS']._serialized_start=812
-  _globals['_GALLERYSTATS']._serialized_end=868
-  _globals['_STATSRESPONSE']._serialized_start=870
-  _globals['_STATSRESPONSE']._serialized_end=973
-  _globals['_SNAPSHOTREQUEST']._serialized_start=975
-  _globals['_SNAPSHOTREQUEST']._serialized_end=992
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=994
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=1025
-  _globals['_REPLICATEREQUEST']._serialized_start=1027
-  _globals['_REPLICATEREQUEST']._serialized_end=1064
-  _globals['_WALRECORD']._serialized_start=1067
-  _globals['_WALRECORD']._serialized_end=1240
-  _globals['_INDEXSHARD']._serialized_start=1243
-  _globals['_INDEXSHARD']._serialized_end=1855
+  _globals['_SEARCHREQUEST']._serialized_end=610
+  _globals['_SEARCHHIT']._serialized_start=612
+  _globals['_SEARCHHIT']._serialized_end=653
+  _globals['_SEARCHRESPONSE']._serialized_start=655
+  _globals['_SEARCHRESPONSE']._serialized_end=729
+  _globals['_LISTREQUEST']._serialized_start=731
+  _globals['_LISTREQUEST']._serialized_end=794
+  _globals['_LISTRESPONSE']._serialized_start=796
+  _globals['_LISTRESPONSE']._serialized_end=837
+  _globals['_STATSREQUEST']._serialized_start=839
+  _globals['_STATSREQUEST']._serialized_end=853
+  _globals['_GALLERYSTATS']._serialized_start=855
+  _globals['_GALLERYSTATS']._serialized_end=964
+  _globals['_STATSRESPONSE']._serialized_start=967
+  _globals['_STATSRESPONSE']._serialized_end=1145
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1147
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1164
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=1166
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=1197
+  _globals['_FETCHSNAPSHOTREQUEST']._serialized_start=1199
+  _globals['_FETCHSNAPSHOTREQUEST']._serialized_end=1221
+  _globals['_SNAPSHOTCHUNK']._serialized_start=1223
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1279
+  _globals['_PROMOTEREQUEST']._serialized_start=1281
+  _globals['_PROMOTEREQUEST']._serialized_end=1297
+  _globals['_PROMOTERESPONSE']._serialized_start=1299
+  _globals['_PROMOTERESPONSE']._serialized_end=1329
+  _globals['_REPLICATEREQUEST']._serialized_start=1331
+  _globals['_REPLICATEREQUEST']._serialized_end=1368
+  _globals['_WALRECORD']._serialized_start=1371
+  _globals['_WALRECORD']._serialized_end=1544
+  _globals['_INDEXSHARD']._serialized_start=1547
+  _globals['_INDEXSHARD']._serialized_end=2311
 # @@protoc_insertion_point(module_scope)

@@ -236,11 +236,14 @@ class SearchRequest(_message.Message):
     VECTOR_FIELD_NUMBER: _builtins.int
     TOP_N_FIELD_NUMBER: _builtins.int
     MAX_DISTANCE_FIELD_NUMBER: _builtins.int
+    LINEAR_SEARCH_FIELD_NUMBER: _builtins.int
     gallery: _builtins.str
     vector: _builtins.bytes
     top_n: _builtins.int
     max_distance: _builtins.float
     """Leave out hits farther than this; 0 means no limit."""
+    linear_search: _builtins.bool
+    """Compare with every vector instead of walking the HNSW graph (the seed's linear_search=1)."""
     def __init__(
         self,
         *,
@@ -248,10 +251,11 @@ class SearchRequest(_message.Message):
         vector: _builtins.bytes = ...,
         top_n: _builtins.int = ...,
         max_distance: _builtins.float = ...,
+        linear_search: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gallery", b"gallery", "max_distance", b"max_distance", "top_n", b"top_n", "vector", b"vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gallery", b"gallery", "linear_search", b"linear_search", "max_distance", b"max_distance", "top_n", b"top_n", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -285,6 +289,11 @@ class SearchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     HITS_FIELD_NUMBER: _builtins.int
+    USED_INDEX_FIELD_NUMBER: _builtins.int
+    used_index: _builtins.bool
+    """True when the HNSW graph answered part of the search (the seed's X-search-stat
+    with_index); small galleries and the not yet indexed tail are searched exactly.
+    """
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]:
         """Nearest first."""
@@ -293,10 +302,11 @@ class SearchResponse(_message.Message):
         self,
         *,
         hits: _abc.Iterable[Global___SearchHit] | None = ...,
+        used_index: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "used_index", b"used_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -374,19 +384,32 @@ class GalleryStats(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     COUNT_FIELD_NUMBER: _builtins.int
     DIM_FIELD_NUMBER: _builtins.int
+    INDEXED_FIELD_NUMBER: _builtins.int
+    UNINDEXED_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     count: _builtins.int
+    """Live vectors: indexed + unindexed."""
     dim: _builtins.int
+    indexed: _builtins.int
+    """Live vectors in the HNSW graph."""
+    unindexed: _builtins.int
+    """Live vectors not yet moved into the graph by the builder (searched exactly meanwhile)."""
+    deleted: _builtins.int
+    """Places in the graph marked deleted, not yet reused or compacted away."""
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         count: _builtins.int = ...,
         dim: _builtins.int = ...,
+        indexed: _builtins.int = ...,
+        unindexed: _builtins.int = ...,
+        deleted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "dim", b"dim", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "deleted", b"deleted", "dim", b"dim", "indexed", b"indexed", "name", b"name", "unindexed", b"unindexed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -400,10 +423,19 @@ class StatsResponse(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     LSN_FIELD_NUMBER: _builtins.int
     GALLERIES_FIELD_NUMBER: _builtins.int
+    PRIMARY_FIELD_NUMBER: _builtins.int
+    REPLICATION_LAG_FIELD_NUMBER: _builtins.int
+    REPLICATION_LAG_SECONDS_FIELD_NUMBER: _builtins.int
     shard: _builtins.str
     role: _builtins.str
     """"primary" or "follower"."""
     lsn: _builtins.int
+    primary: _builtins.str
+    """Followers only: the primary's address, how many records this shard is behind it, and for
+    how long it has been behind (0 when caught up).
+    """
+    replication_lag: _builtins.int
+    replication_lag_seconds: _builtins.float
     @_builtins.property
     def galleries(self) -> _containers.RepeatedCompositeFieldContainer[Global___GalleryStats]: ...
     def __init__(
@@ -413,10 +445,13 @@ class StatsResponse(_message.Message):
         role: _builtins.str = ...,
         lsn: _builtins.int = ...,
         galleries: _abc.Iterable[Global___GalleryStats] | None = ...,
+        primary: _builtins.str = ...,
+        replication_lag: _builtins.int = ...,
+        replication_lag_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["galleries", b"galleries", "lsn", b"lsn", "role", b"role", "shard", b"shard"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["galleries", b"galleries", "lsn", b"lsn", "primary", b"primary", "replication_lag", b"replication_lag", "replication_lag_seconds", b"replication_lag_seconds", "role", b"role", "shard", b"shard"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -456,6 +491,87 @@ class SnapshotResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SnapshotResponse: _TypeAlias = SnapshotResponse  # noqa: Y015
+
+@_typing.final
+class FetchSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchSnapshotRequest: _TypeAlias = FetchSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class SnapshotChunk(_message.Message):
+    """A snapshot streamed file by file in chunks; a follower starts from it when the primary's log
+    no longer holds the records it needs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LSN_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    lsn: _builtins.int
+    """The snapshot's lsn (the same in every chunk)."""
+    file: _builtins.str
+    """A file name inside the snapshot folder; chunks of one file arrive in order."""
+    data: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        lsn: _builtins.int = ...,
+        file: _builtins.str = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "file", b"file", "lsn", b"lsn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotChunk: _TypeAlias = SnapshotChunk  # noqa: Y015
+
+@_typing.final
+class PromoteRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteRequest: _TypeAlias = PromoteRequest  # noqa: Y015
+
+@_typing.final
+class PromoteResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LSN_FIELD_NUMBER: _builtins.int
+    lsn: _builtins.int
+    """The lsn the new primary continues from."""
+    def __init__(
+        self,
+        *,
+        lsn: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lsn", b"lsn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PromoteResponse: _TypeAlias = PromoteResponse  # noqa: Y015
 
 @_typing.final
 class ReplicateRequest(_message.Message):

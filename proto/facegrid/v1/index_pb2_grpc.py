@@ -79,6 +79,16 @@ class IndexShardStub:
                 request_serializer=facegrid_dot_v1_dot_index__pb2.ReplicateRequest.SerializeToString,
                 response_deserializer=facegrid_dot_v1_dot_index__pb2.WalRecord.FromString,
                 _registered_method=True)
+        self.FetchSnapshot = channel.unary_stream(
+                '/facegrid.v1.IndexShard/FetchSnapshot',
+                request_serializer=facegrid_dot_v1_dot_index__pb2.FetchSnapshotRequest.SerializeToString,
+                response_deserializer=facegrid_dot_v1_dot_index__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/facegrid.v1.IndexShard/Promote',
+                request_serializer=facegrid_dot_v1_dot_index__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=facegrid_dot_v1_dot_index__pb2.PromoteResponse.FromString,
+                _registered_method=True)
 
 
 class IndexShardServicer:
@@ -139,6 +149,21 @@ class IndexShardServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchSnapshot(self, request, context):
+        """The newest snapshot (taken now if the log has moved on), for a follower to start from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Promote(self, request, context):
+        """Make a follower a primary: it stops following and accepts writes. A primary answers with
+        its lsn and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexShardServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +211,16 @@ def add_IndexShardServicer_to_server(servicer, server):
                     servicer.Replicate,
                     request_deserializer=facegrid_dot_v1_dot_index__pb2.ReplicateRequest.FromString,
                     response_serializer=facegrid_dot_v1_dot_index__pb2.WalRecord.SerializeToString,
+            ),
+            'FetchSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchSnapshot,
+                    request_deserializer=facegrid_dot_v1_dot_index__pb2.FetchSnapshotRequest.FromString,
+                    response_serializer=facegrid_dot_v1_dot_index__pb2.SnapshotChunk.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=facegrid_dot_v1_dot_index__pb2.PromoteRequest.FromString,
+                    response_serializer=facegrid_dot_v1_dot_index__pb2.PromoteResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +466,60 @@ class IndexShard:
             '/facegrid.v1.IndexShard/Replicate',
             facegrid_dot_v1_dot_index__pb2.ReplicateRequest.SerializeToString,
             facegrid_dot_v1_dot_index__pb2.WalRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/facegrid.v1.IndexShard/FetchSnapshot',
+            facegrid_dot_v1_dot_index__pb2.FetchSnapshotRequest.SerializeToString,
+            facegrid_dot_v1_dot_index__pb2.SnapshotChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facegrid.v1.IndexShard/Promote',
+            facegrid_dot_v1_dot_index__pb2.PromoteRequest.SerializeToString,
+            facegrid_dot_v1_dot_index__pb2.PromoteResponse.FromString,
             options,
             channel_credentials,
             insecure,

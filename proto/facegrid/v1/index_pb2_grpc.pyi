@@ -46,6 +46,12 @@ class IndexShardStub:
     Snapshot: _grpc.UnaryUnaryMultiCallable[_index_pb2.SnapshotRequest, _index_pb2.SnapshotResponse]
     """Write a snapshot now (they are also taken every `snapshot_every` records)."""
     Replicate: _grpc.UnaryStreamMultiCallable[_index_pb2.ReplicateRequest, _index_pb2.WalRecord]
+    FetchSnapshot: _grpc.UnaryStreamMultiCallable[_index_pb2.FetchSnapshotRequest, _index_pb2.SnapshotChunk]
+    """The newest snapshot (taken now if the log has moved on), for a follower to start from."""
+    Promote: _grpc.UnaryUnaryMultiCallable[_index_pb2.PromoteRequest, _index_pb2.PromoteResponse]
+    """Make a follower a primary: it stops following and accepts writes. A primary answers with
+    its lsn and changes nothing.
+    """
 
 @_typing.type_check_only
 class IndexShardAsyncStub(IndexShardStub):
@@ -60,6 +66,12 @@ class IndexShardAsyncStub(IndexShardStub):
     Snapshot: _aio.UnaryUnaryMultiCallable[_index_pb2.SnapshotRequest, _index_pb2.SnapshotResponse]  # type: ignore[assignment]
     """Write a snapshot now (they are also taken every `snapshot_every` records)."""
     Replicate: _aio.UnaryStreamMultiCallable[_index_pb2.ReplicateRequest, _index_pb2.WalRecord]  # type: ignore[assignment]
+    FetchSnapshot: _aio.UnaryStreamMultiCallable[_index_pb2.FetchSnapshotRequest, _index_pb2.SnapshotChunk]  # type: ignore[assignment]
+    """The newest snapshot (taken now if the log has moved on), for a follower to start from."""
+    Promote: _aio.UnaryUnaryMultiCallable[_index_pb2.PromoteRequest, _index_pb2.PromoteResponse]  # type: ignore[assignment]
+    """Make a follower a primary: it stops following and accepts writes. A primary answers with
+    its lsn and changes nothing.
+    """
 
 class IndexShardServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -125,5 +137,23 @@ class IndexShardServicer(metaclass=_abc_1.ABCMeta):
         request: _index_pb2.ReplicateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_index_pb2.WalRecord], _abc.AsyncIterator[_index_pb2.WalRecord]]: ...
+
+    @_abc_1.abstractmethod
+    def FetchSnapshot(
+        self,
+        request: _index_pb2.FetchSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_index_pb2.SnapshotChunk], _abc.AsyncIterator[_index_pb2.SnapshotChunk]]:
+        """The newest snapshot (taken now if the log has moved on), for a follower to start from."""
+
+    @_abc_1.abstractmethod
+    def Promote(
+        self,
+        request: _index_pb2.PromoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.PromoteResponse, _abc.Awaitable[_index_pb2.PromoteResponse]]:
+        """Make a follower a primary: it stops following and accepts writes. A primary answers with
+        its lsn and changes nothing.
+        """
 
 def add_IndexShardServicer_to_server(servicer: IndexShardServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
