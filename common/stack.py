@@ -38,7 +38,8 @@ TOKEN_NOTE = "facegrid up"
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
 
-# Offsets from the port base; shard i uses SHARD_PORT + 2*i and the next port for metrics.
+# Offsets from the port base; shard i uses SHARD_PORT + 3*i for gRPC and the next two ports
+# for metrics and its HTTP API.
 PORTS = {
     "gateway": 0,
     "redis": 1,
@@ -197,8 +198,9 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
     )
     shard_entries = []
     for i in range(settings.shards):
-        listen = f"{host}:{settings.port_base + SHARD_PORT + 2 * i}"
-        metrics = f"{host}:{settings.port_base + SHARD_PORT + 2 * i + 1}"
+        listen = f"{host}:{settings.port_base + SHARD_PORT + 3 * i}"
+        metrics = f"{host}:{settings.port_base + SHARD_PORT + 3 * i + 1}"
+        http = f"{host}:{settings.port_base + SHARD_PORT + 3 * i + 2}"
         shard_entries.append(f"shard-{i}={listen}")
         components.append(
             service(
@@ -208,6 +210,7 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
                 {
                     "listen": listen,
                     "metrics_listen": metrics,
+                    "http_listen": http,
                     "shard_name": f"shard-{i}",
                     "data_dir": str(data / "indexer" / f"shard-{i}"),
                 },
@@ -282,7 +285,7 @@ def _die_with_parent() -> None:
 def ports_free(settings: StackSettings) -> list[int]:
     """Ports of the plan that something else is already listening on."""
     ports = [settings.port_base + p for p in PORTS.values()]
-    ports += [settings.port_base + SHARD_PORT + k for k in range(2 * settings.shards)]
+    ports += [settings.port_base + SHARD_PORT + k for k in range(3 * settings.shards)]
     busy = []
     for port in ports:
         with socket.socket() as s:

@@ -6,16 +6,13 @@ so "SERVING" means the first request is answered at full speed.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
 import onnxruntime
-import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
-from facegrid import grpcserver
+from facegrid import grpcserver, httpserver
 from facegrid.entrypoint import run_service
 from facegrid.extractor import http_api
 from facegrid.extractor.core import BadBundle, Bundle, Extractor
@@ -25,7 +22,7 @@ from facegrid.extractor.http_api import HttpOptions
 from facegrid.extractor.servicer import ExtractorServicer
 from facegrid.extractor.settings import ExtractorSettings
 from facegrid.observability import LATENCY_BUCKETS
-from facegrid.settings import ConfigError, exit_on_config_error, split_host_port
+from facegrid.settings import ConfigError, exit_on_config_error
 from facegrid.v1 import extractor_pb2, extractor_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -99,14 +96,6 @@ def build(
     )
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn sharing the gRPC server's process: the gRPC shell owns the signals and stops it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def _http_server(
     settings: ExtractorSettings, extraction: Extraction | None
 ) -> tuple[list[Callable[[], Awaitable[None]]], list[Callable[[], Awaitable[None]]]]:
@@ -115,26 +104,7 @@ def _http_server(
         return [], []
     options = HttpOptions(settings.quality_estimator, settings.fetch_enabled)
     app = http_api.create_app(lambda: extraction, options)
-    host, port = split_host_port(settings.http_listen)
-    server = _EmbeddedServer(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
-    )
-    tasks: list[asyncio.Task[None]] = []
-
-    async def start() -> None:
-        tasks.append(asyncio.create_task(server.serve()))
-        while not server.started and not tasks[0].done():
-            await asyncio.sleep(0.02)
-        if tasks[0].done():
-            tasks[0].result()  # re-raise why it could not start
-            raise OSError(f"Extraction API could not listen on {settings.http_listen}")
-        log.info("Extraction API serving HTTP on http://%s", settings.http_listen)
-
-    async def stop() -> None:
-        server.should_exit = True
-        for task in tasks:
-            await task
-
+    start, stop = httpserver.embedded(app, settings.http_listen, "Extraction API")
     return [start], [stop]
 
 

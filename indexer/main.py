@@ -7,9 +7,9 @@ import sys
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from facegrid import grpcserver
+from facegrid import grpcserver, httpserver
 from facegrid.entrypoint import run_service
-from facegrid.indexer import metrics
+from facegrid.indexer import http_api, metrics
 from facegrid.indexer.core import Shard
 from facegrid.indexer.core.errors import SnapshotDamaged
 from facegrid.indexer.core.gallery import HnswParams
@@ -53,6 +53,14 @@ def build(
         await stop_following()
         await asyncio.to_thread(shard.close)
 
+    on_start: list[httpserver.Hook] = [follow]
+    on_stop: list[httpserver.Hook] = [close]
+    if settings.http_listen:
+        app = http_api.create_app(shard, state)
+        start_http, stop_http = httpserver.embedded(app, settings.http_listen, "shard HTTP API")
+        on_start.insert(0, start_http)
+        on_stop.insert(0, stop_http)
+
     service = grpcserver.GrpcService(
         name="indexer",
         listen=settings.listen,
@@ -66,8 +74,8 @@ def build(
                 index_pb2.DESCRIPTOR.services_by_name["IndexShard"].full_name,
             )
         ],
-        on_start=[follow],
-        on_stop=[close],
+        on_start=on_start,
+        on_stop=on_stop,
         registry=registry,
     )
     return shard, service

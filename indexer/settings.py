@@ -17,6 +17,10 @@ class IndexerSettings(ServiceSettings):
     metrics_listen: OptionalHostPort = Field(
         "127.0.0.1:34001", description="HTTP address for /metrics; empty to disable"
     )
+    http_listen: OptionalHostPort = Field(
+        "127.0.0.1:35001",
+        description="HTTP address for the seed's shard API (/v1/:gallery/...); empty to disable",
+    )
     data_dir: Path = Field(description="where the shard keeps its write-ahead log")
     shard_name: str = Field("shard-0", min_length=1, description="this shard's name in placements")
     hnsw_m: int = Field(16, ge=2, le=128, description="HNSW graph degree (M)")

@@ -157,6 +157,14 @@ class GalleryIndex:
     def deleted(self) -> int:
         return len(self._graph_deleted)
 
+    @property
+    def has_graph(self) -> bool:
+        return self._graph is not None
+
+    def space_of(self, face_id: int) -> str:
+        """Where a live id is, in the seed's words: "indexed" (the graph) or "linear"."""
+        return "indexed" if face_id in self._graph_ids else "linear"
+
     # -- writes ---------------------------------------------------------------------------------
 
     def add(self, ids: Ids, vectors: Vectors) -> None:

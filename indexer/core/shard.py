@@ -266,6 +266,16 @@ class Shard:
         with self._lock.write():  # builds the sorted id cache on first use
             return self._gallery(gallery).list_ids(after_id, limit)
 
+    def spaces(self, gallery: str, ids: Ids) -> list[str]:
+        """For each id, "indexed" when it is in the graph, "linear" when searched exactly."""
+        with self._lock.read():
+            index = self._gallery(gallery)
+            return [index.space_of(i) for i in ids.tolist()]
+
+    def has_graph(self, gallery: str) -> bool:
+        with self._lock.read():
+            return self._gallery(gallery).has_graph
+
     def stats(self) -> ShardStats:
         with self._lock.read():
             galleries = [

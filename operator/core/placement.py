@@ -11,7 +11,10 @@ import re
 import uuid
 from dataclasses import dataclass
 
-SLOT_COUNT = 1024
+# Re-exported: the control planes and their tests take them from here.
+from facegrid.slots import SLOT_COUNT as SLOT_COUNT
+from facegrid.slots import slot_of as slot_of
+
 DEFAULT_GALLERY = "default"
 _GALLERY_NAME = re.compile(r"[a-zA-Z0-9_-]{1,48}")
 
@@ -67,12 +70,6 @@ class Placement:
 
     def shard_for(self, face_id: int) -> ShardRef:
         return self.shards[self.slot_shards[slot_of(face_id)]]
-
-
-def slot_of(face_id: int) -> int:
-    """Slot of a 64-bit face id. Ids are time-ordered, so mix the bits before taking the slot."""
-    mixed = (face_id * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    return (mixed >> 32) % SLOT_COUNT
 
 
 def spread(shard_count: int) -> tuple[int, ...]:

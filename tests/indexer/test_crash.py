@@ -37,6 +37,7 @@ def _start(data: Path, port: int, primary: str = "") -> subprocess.Popen[bytes]:
             "FACEGRID_INDEXER_DATA_DIR": str(data),
             "FACEGRID_INDEXER_LISTEN": f"127.0.0.1:{port}",
             "FACEGRID_INDEXER_METRICS_LISTEN": "",
+            "FACEGRID_INDEXER_HTTP_LISTEN": "",
             "FACEGRID_INDEXER_SNAPSHOT_EVERY": "40",
             "FACEGRID_INDEXER_LOG_LEVEL": "warning",
             **(follow if primary else {}),

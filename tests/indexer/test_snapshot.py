@@ -167,6 +167,7 @@ def test_the_service_refuses_to_start_on_a_damaged_snapshot(tmp_path: Path) -> N
             **env,
             "FACEGRID_INDEXER_DATA_DIR": str(tmp_path),
             "FACEGRID_INDEXER_METRICS_LISTEN": "",
+            "FACEGRID_INDEXER_HTTP_LISTEN": "",
             "FACEGRID_INDEXER_LISTEN": "127.0.0.1:1",
         },
         capture_output=True,

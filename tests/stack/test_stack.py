@@ -99,6 +99,10 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
             timeout=10,
         )
     assert _search(shard, "persist", vectors[4])[0] == 504
+    # The seed's shard HTTP API sits next to the shard's gRPC and metrics ports.
+    shard_http = f"http://127.0.0.1:{port_base + SHARD_PORT + 2}"
+    info = httpx.get(f"{shard_http}/stat/info/persist", timeout=10).json()
+    assert info["cnt_linear"] + info["cnt_indexed"] == 20
 
     # Every service exposes Prometheus metrics that count the requests it answered.
     gateway_metrics = httpx.get(f"{stack.api}/metrics", timeout=10).text
@@ -129,6 +133,10 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
     listed = httpx.get(f"{again.api}/v1/galleries", headers=auth, timeout=10)
     assert listed.json() == {"results": ["default", "persist"]}
     assert _search(shard, "persist", vectors[4])[0] == 504
+    # The seed's shard HTTP API sits next to the shard's gRPC and metrics ports.
+    shard_http = f"http://127.0.0.1:{port_base + SHARD_PORT + 2}"
+    info = httpx.get(f"{shard_http}/stat/info/persist", timeout=10).json()
+    assert info["cnt_linear"] + info["cnt_indexed"] == 20
     children = again.descendants()
     assert again.stop(signal.SIGINT) == 0
     assert _gone(children, timeout=20) == []
