@@ -4,9 +4,10 @@ snapshot and restart.
 Face-like vectors come from a Gaussian fitted to our model's vectors on the identity-labelled
 photos in shared/data/faces (the photos of `bench/confidence_mapping.py`): identity centres from
 the mean and covariance of the per-person means, each face from its centre plus the pooled
-within-person covariance. With 76 people the covariance of the means has rank 75 at most, so it
-is shrunk a little towards its diagonal to span all 128 dimensions (--shrink; 0 keeps it as
-measured). Each identity enrols --per-identity faces; each query is a new face of an enrolled
+within-person covariance. With 76 people the covariance of the means has rank 75 at most (the
+within-person part fills the other dimensions); --shrink moves it towards its diagonal. The
+pair-distance lines printed first compare generated faces with the real ones. Each identity
+enrols --per-identity faces; each query is a new face of an enrolled
 identity. Exact neighbours are computed in the same run (numpy, chunked matmul, float64 refine).
 
 The vectors extracted from the photos are cached in .cache/face-vectors.npz; the first run
@@ -23,6 +24,7 @@ also times the restart. A stress case follows: recall on Gaussian noise (no stru
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import importlib
@@ -93,18 +95,25 @@ def face_vectors() -> tuple[F32, npt.NDArray[np.str_]]:
     return vectors, labels
 
 
+def _root(covariance: F64) -> F64:
+    """A matrix r with r @ r.T == covariance (which may be singular)."""
+    values, vectors = np.linalg.eigh(covariance)
+    root: F64 = vectors * np.sqrt(np.maximum(values, 0.0))
+    return root
+
+
 @dataclass(frozen=True)
 class FaceModel:
     mean: F64  # mean of the identity centres
-    between: F64  # Cholesky factor of the covariance of the identity centres
-    within: F64  # Cholesky factor of the pooled covariance of faces around their centre
+    between: F64  # a square root of the covariance of the identity centres
+    within: F64  # a square root of the pooled covariance of faces around their centre
     people: int
     faces: int
 
     @classmethod
     def fit(cls, vectors: F32, labels: npt.NDArray[np.str_], shrink: float) -> FaceModel:
         x = vectors.astype(np.float64)
-        names, person = np.unique(labels, return_inverse=True)
+        person = np.unique(labels, return_inverse=True)[1]
         counts = np.bincount(person)
         keep = counts[person] >= 2  # a person with one photo says nothing about the spread
         x, person = x[keep], np.unique(person[keep], return_inverse=True)[1]
@@ -113,14 +122,7 @@ class FaceModel:
         within = residuals.T @ residuals / (len(x) - len(means))
         between = np.cov(means, rowvar=False)
         between = (1 - shrink) * between + shrink * np.diag(np.diag(between))
-        jitter = 1e-12 * np.eye(x.shape[1])
-        return cls(
-            means.mean(axis=0),
-            np.linalg.cholesky(between + jitter),
-            np.linalg.cholesky(within + jitter),
-            len(means),
-            len(x),
-        )
+        return cls(means.mean(axis=0), _root(between), _root(within), len(means), len(x))
 
     def centres(self, rng: np.random.Generator, n: int) -> F32:
         z = rng.standard_normal((n, len(self.mean)))
@@ -160,9 +162,7 @@ class DataSet:
     queries: F32
 
 
-def face_like(
-    model: FaceModel, faces: int, per_identity: int, queries: int, seed: int
-) -> DataSet:
+def face_like(model: FaceModel, faces: int, per_identity: int, queries: int, seed: int) -> DataSet:
     rng = np.random.default_rng(seed)
     people = -(-faces // per_identity)
     centres = model.centres(rng, people)
@@ -218,10 +218,8 @@ def rss() -> int:
 def trimmed_rss() -> int:
     """RSS after glibc hands freed heap pages back (what is live, not what was ever touched)."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
     return int(psutil.Process().memory_info().rss)
 
 
@@ -308,7 +306,9 @@ def measure(
         graph_used += result.used_index
     total_s = time.perf_counter() - began
     shard.close()
-    recall1 = np.mean([bool(hits) and hits[0] == t[0] for hits, t in zip(found, truth, strict=True)])
+    recall1 = np.mean(
+        [bool(hits) and hits[0] == t[0] for hits, t in zip(found, truth, strict=True)]
+    )
     recall10 = np.mean(
         [len(set(hits) & set(t.tolist())) / TOP for hits, t in zip(found, truth, strict=True)]
     )
@@ -360,7 +360,7 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=100)
     parser.add_argument("--per-identity", type=int, default=4)
-    parser.add_argument("--shrink", type=float, default=0.05)
+    parser.add_argument("--shrink", type=float, default=0.0)
     parser.add_argument("--stress", type=int, default=100_000, help="Gaussian faces; 0: skip")
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -376,9 +376,7 @@ def main() -> None:
     person = np.unique(labels, return_inverse=True)[1]
     describe_pairs("real     ", real, person, limit)
     sample = face_like(model, 4000, args.per_identity, 0, args.seed + 1)
-    describe_pairs(
-        "generated", sample.vectors, np.arange(4000) // args.per_identity, limit
-    )
+    describe_pairs("generated", sample.vectors, np.arange(4000) // args.per_identity, limit)
     print(
         f"HNSW M={args.m} ef_construction={args.ef_construction}; {args.per_identity} faces "
         f"per identity; queries are new faces of enrolled identities",
@@ -386,6 +384,8 @@ def main() -> None:
     )
 
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="facelike-"))
+    for case in ("facelike", "gaussian"):  # left by an interrupted run
+        shutil.rmtree(root / case, ignore_errors=True)
     try:
         data = face_like(model, args.faces, args.per_identity, args.queries, args.seed)
         run_case(args, f"face-like {args.faces:,}", data, root / "facelike", limit)
