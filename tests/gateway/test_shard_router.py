@@ -38,14 +38,17 @@ class Served:
     server: grpc.aio.Server
     registry: CollectorRegistry
 
-    def searches(self) -> float:
+    def calls(self, method: str) -> float:
         return sum(
             sample.value
             for metric in self.registry.collect()
             for sample in metric.samples
             if sample.name == "facegrid_requests_total"
-            and sample.labels["method"].endswith("Search")
+            and sample.labels["method"].endswith(f"/{method}")
         )
+
+    def searches(self) -> float:
+        return self.calls("Search")
 
 
 async def _serve(shard: Shard, state: ReplicationState | None = None) -> Served:
@@ -133,6 +136,30 @@ async def test_search_merges_the_nearest_from_all_shards(
         exact = np.argsort(np.linalg.norm(vectors - q, axis=1))[:7] + 1
         assert [i for i, _ in outcome.hits] == exact.tolist()
         assert (outcome.live, outcome.total) == (3, 3)
+
+
+async def test_concurrent_adds_share_requests_and_a_bad_one_fails_alone(
+    shards: list[Served], pool: ChannelPool
+) -> None:
+    router = _router(shards[:1], pool)
+    vectors = _vectors(201, seed=8)
+    await router.add(1, vectors[0].tobytes(), ["default"])
+    outcomes = await asyncio.gather(
+        *(router.add(i, vectors[i].tobytes(), ["default"]) for i in range(1, 201)),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[0], AlreadyExists)  # id 1 was there already
+    assert all(o is None for o in outcomes[1:])
+    stored, _ = shards[0].shard.list_ids("default", 0, 1000)
+    assert stored.tolist() == list(range(1, 201))
+    assert shards[0].calls("Add") < 30  # 200 adds, one culprit found by bisection
+
+    before = shards[0].calls("Add")
+    more = _vectors(200, seed=9)
+    await asyncio.gather(
+        *(router.add(1000 + i, v.tobytes(), ["default"]) for i, v in enumerate(more))
+    )
+    assert shards[0].calls("Add") - before <= 3
 
 
 async def test_a_failed_add_is_undone_in_the_other_galleries(

@@ -70,6 +70,25 @@ async def test_add_then_search_over_grpc(
             pb.AddRequest(gallery="g", entries=[_entry(8, np.zeros(5))]),
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
+        (  # NaN and infinity
+            pb.AddRequest(gallery="g", entries=[_entry(9, np.array([0, np.nan, 0, 0]))]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            pb.AddRequest(gallery="g", entries=[_entry(9, np.array([0, np.inf, 0, 0]))]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (pb.AddRequest(gallery="g"), grpc.StatusCode.INVALID_ARGUMENT),  # nothing to add
+        (  # over the batch limit (max_batch: 10,000)
+            pb.AddRequest(
+                gallery="g", entries=[_entry(100 + i, np.zeros(4)) for i in range(10_001)]
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            pb.AddRequest(gallery="", entries=[_entry(9, np.zeros(4))]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ],
 )
 async def test_bad_writes_map_to_statuses_and_change_nothing(
@@ -148,4 +167,9 @@ def test_shard_metrics_describe_its_galleries_and_log(tmp_path: Path) -> None:
     assert value("facegrid_indexer_lsn", {"shard": "s1"}) == 3
     assert value("facegrid_indexer_snapshot_lsn", {"shard": "s1"}) == 2
     assert (value("facegrid_indexer_wal_bytes", {"shard": "s1"}) or 0) > 16
+    assert value("facegrid_indexer_unindexed_vectors", {"shard": "s1", "gallery": "g"}) == 4
+    assert value("facegrid_indexer_indexed_vectors", {"shard": "s1", "gallery": "g"}) == 0
+    assert value("facegrid_indexer_deleted_vectors", {"shard": "s1", "gallery": "g"}) == 0
+    assert value("facegrid_indexer_replication_lag_records", {"shard": "s1"}) == 0
+    assert value("facegrid_indexer_replication_lag_seconds", {"shard": "s1"}) == 0
     shard.close()
