@@ -48,7 +48,13 @@ def threshold(value: str | float | None) -> float:
         return DEFAULT
     if isinstance(value, str) and value.strip().lower() in PRESETS:
         return PRESETS[value.strip().lower()]
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
     if not 0.0 <= number <= 1.0:
-        raise ValueError(f"threshold must be a preset or a number within 0..1, got {value!r}")
+        raise ValueError(
+            f"threshold must be a preset ({', '.join(PRESETS)}) or a number within 0..1, "
+            f"got {value!r}"
+        )
     return number

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -25,7 +26,7 @@ def test_the_scale_runs_from_identical_to_unrelated() -> None:
     assert confidence_of(1.5) == confidence_of(9.0) == 0.0
     distances = np.linspace(0, 2, 200)
     confidences = [confidence_of(d) for d in distances]
-    assert all(a >= b for a, b in zip(confidences, confidences[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(confidences))
     for d in np.linspace(0, 1.49, 50):
         assert distance_for(confidence_of(float(d))) == pytest.approx(float(d), abs=1e-9)
 
@@ -53,5 +54,5 @@ def test_thresholds_as_the_api_takes_them(value: str | float | None, expected: f
 
 @pytest.mark.parametrize("value", ["1.5", "-0.1", "loose", "nan"])
 def test_bad_thresholds_are_refused(value: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="threshold must be a preset"):
         threshold(value)
