@@ -12,8 +12,8 @@ are computed in the same run (numpy, chunked matmul, distances refined in float6
 
 The build adds in batches of 10,000 (fsync on) while a second thread searches every 10 ms, and
 waits for the graph; the first 100,000 faces are also added once to a shard without a builder,
-for the log's own rate. Memory per face is the RSS growth over the build, after gc (and again
-after malloc_trim, which takes freed heap pages out of the figure).
+for the log's own rate. Memory per face is the RSS growth over the build (from a base taken
+after gc and malloc_trim) after gc, and again after malloc_trim, which takes freed heap pages out.
 
 The vectors extracted from the photos are cached in .cache/face-vectors.npz; the first run
 builds the model bundle (set FACEGRID_MODEL_CACHE to reuse downloaded sources).
@@ -272,7 +272,7 @@ def build(data_dir: Path, params: HnswParams, vectors: F32, label: str) -> None:
         f"{min(n, INGEST):,}: {min(n, INGEST) / ingest_s:,.0f} faces/s",
         flush=True,
     )
-    base, base_trimmed = rss(), trimmed_rss()
+    base = trimmed_rss()
     shard = Shard(GALLERY, data_dir, params)
     stop = threading.Event()
     probe = threading.Thread(target=search_during_build, args=(shard, vectors, stop, latencies))
@@ -312,12 +312,13 @@ def build(data_dir: Path, params: HnswParams, vectors: F32, label: str) -> None:
         f"p99 {np.percentile(waits, 99):.1f} ms, max {waits.max():.1f} ms",
         flush=True,
     )
-    grown, grown_trimmed = rss() - base, trimmed_rss() - base_trimmed
+    grown = rss() - base
+    grown_trimmed = trimmed_rss() - base
     exact = shard._galleries[GALLERY]._exact._vectors.nbytes  # diagnostics: private attribute
     print(
         f"{label}: memory per face (RSS growth / N, after gc): {grown / n:,.0f} bytes "
         f"[target <= {TARGET_BYTES_PER_FACE:,}]; after malloc_trim: {grown_trimmed / n:,.0f} "
-        f"bytes; of which the emptied exact store's matrix still holds {exact / n:,.0f}",
+        f"bytes; the exact store's emptied matrix accounts for {exact / n:,.0f}",
         flush=True,
     )
     start = time.perf_counter()

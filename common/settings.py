@@ -10,6 +10,7 @@ variable or key, and exit status 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 import tomllib
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BeforeValidator, ValidationError
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 CONFIG_ENV_VAR = "FACEGRID_CONFIG"
 EXIT_BAD_CONFIG = 2
@@ -44,6 +45,26 @@ OptionalHostPort = Annotated[
     HostPort | None, BeforeValidator(lambda v: None if v in ("", None) else v)
 ]
 """A HostPort that an empty value switches off."""
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+"""A list given as `a,b,c` in an environment variable, or as an array in TOML."""
+
+
+def _check_networks(value: list[str]) -> list[str]:
+    for entry in value:
+        ipaddress.ip_network(entry, strict=False)  # its ValueError names the bad entry
+    return value
+
+
+Networks = Annotated[CommaList, AfterValidator(_check_networks)]
+"""IP networks in CIDR notation, such as `10.0.0.0/8,192.168.1.0/24`."""
 
 
 def split_host_port(address: str) -> tuple[str, int]:

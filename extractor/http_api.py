@@ -15,10 +15,9 @@ import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -33,6 +32,8 @@ from facegrid.extractor.core.extraction import (
     Extraction,
     Wanted,
 )
+from facegrid.fetch import FetchError, FetchPolicy
+from facegrid.fetch import fetch as fetch_url
 from facegrid.images import MAX_BYTES
 
 DETECTORS = ("nnd", "legacy", "prenormalized")
@@ -43,7 +44,8 @@ FETCH_TIMEOUT = 10.0
 class HttpOptions:
     quality_estimator: bool = False
     fetch_enabled: bool = True
-    fetch_size_limit: int = MAX_BYTES
+    # Public, direct URLs only unless the policy allows networks (see facegrid.fetch).
+    fetch_policy: FetchPolicy = field(default_factory=lambda: FetchPolicy(timeout=FETCH_TIMEOUT))
 
 
 class RequestError(ValueError):
@@ -109,25 +111,10 @@ def create_app(
         if not options.fetch_enabled:
             raise RequestError("BAD_PARAM", "fetching images by URL is disabled")
         try:
-            async with (
-                httpx.AsyncClient(follow_redirects=False, timeout=FETCH_TIMEOUT) as client,
-                client.stream("GET", url) as response,
-            ):
-                if response.status_code != 200:
-                    raise RequestError(
-                        "IMAGE_FETCH_FAILED", f"{url} answered HTTP {response.status_code}"
-                    )
-                data = bytearray()
-                async for chunk in response.aiter_bytes():
-                    data += chunk
-                    if len(data) > options.fetch_size_limit:
-                        raise RequestError(
-                            "IMAGE_TOO_LARGE",
-                            f"{url} is larger than {options.fetch_size_limit} bytes",
-                        )
-                return bytes(data)
-        except httpx.HTTPError as e:
-            raise RequestError("IMAGE_FETCH_FAILED", f"cannot fetch {url}: {e}") from e
+            return await fetch_url(url, options.fetch_policy)
+        except FetchError as e:
+            code = "IMAGE_TOO_LARGE" if e.too_large else "IMAGE_FETCH_FAILED"
+            raise RequestError(code, e.reason) from e
 
     get = fetcher or fetch
 

@@ -21,6 +21,7 @@ from facegrid.extractor.core.extraction import Extraction
 from facegrid.extractor.http_api import HttpOptions
 from facegrid.extractor.servicer import ExtractorServicer
 from facegrid.extractor.settings import ExtractorSettings
+from facegrid.fetch import FetchPolicy, parse_networks
 from facegrid.observability import LATENCY_BUCKETS
 from facegrid.settings import ConfigError, exit_on_config_error
 from facegrid.v1 import extractor_pb2, extractor_pb2_grpc
@@ -102,7 +103,11 @@ def _http_server(
     """Start and stop hooks for the Extraction API over HTTP, if it is enabled."""
     if not settings.http_listen:
         return [], []
-    options = HttpOptions(settings.quality_estimator, settings.fetch_enabled)
+    options = HttpOptions(
+        settings.quality_estimator,
+        settings.fetch_enabled,
+        FetchPolicy(allow=parse_networks(settings.fetch_allow)),
+    )
     app = http_api.create_app(lambda: extraction, options)
     start, stop = httpserver.embedded(app, settings.http_listen, "Extraction API")
     return [start], [stop]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from facegrid.settings import HostPort, OptionalHostPort, ServiceSettings
+from facegrid.settings import HostPort, Networks, OptionalHostPort, ServiceSettings
 
 
 class ExtractorSettings(ServiceSettings):
@@ -23,6 +23,13 @@ class ExtractorSettings(ServiceSettings):
     )
     fetch_enabled: bool = Field(
         True, description="Extraction API: fetch images given as http(s) URLs"
+    )
+    fetch_allow: Networks = Field(
+        default_factory=list,
+        description=(
+            "Extraction API: networks (comma-separated CIDRs) image URLs may point into "
+            "although not public"
+        ),
     )
     metrics_listen: OptionalHostPort = Field(
         "127.0.0.1:19666", description="HTTP address for /metrics; empty to disable"

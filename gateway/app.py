@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -19,14 +19,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from facegrid import __version__
+from facegrid.gateway import face_routes
 from facegrid.gateway.core.errors import ApiError, BadParam, MethodNotAllowed, NotFound
+from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.core.ports import MediaStore
 from facegrid.gateway.core.tokens import TokenStore, authenticate
+from facegrid.gateway.params import Fetcher
 from facegrid.observability import RequestMetrics
 
 API_VERSIONS = ("v0", "v1")
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -34,6 +39,10 @@ class Backends:
     galleries: Galleries
     tokens: TokenStore
     registry: CollectorRegistry
+    faces: Faces
+    media: MediaStore
+    # Fetches a photo URL (SSRF-guarded in production: facegrid.fetch).
+    fetcher: Fetcher
     # Component name -> check; /readyz reports each and is ready only when all pass.
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
 
@@ -50,8 +59,8 @@ def _api_router(backends: Backends) -> APIRouter:
 
     router = APIRouter(dependencies=[Depends(require_token)])
 
-    def route(path: str, method: str, **kwargs: Any) -> Callable[[Any], Any]:
-        def register(endpoint: Any) -> Any:
+    def route(path: str, method: str, **kwargs: Any) -> Callable[[F], F]:
+        def register(endpoint: F) -> F:
             for variant in (path, f"{path}/"):
                 router.add_api_route(
                     variant,
@@ -82,8 +91,10 @@ def _api_router(backends: Backends) -> APIRouter:
     )
     async def delete_gallery(gallery: str) -> Response:
         await backends.galleries.delete(gallery)
+        await backends.faces.forget_gallery(gallery)
         return Response(status_code=204)
 
+    face_routes.register(route, backends.faces, backends.fetcher)
     return router
 
 
@@ -134,6 +145,7 @@ def create_app(backends: Backends) -> FastAPI:
         param = str(first["loc"][-1]) if first.get("loc") else None
         return _error_response(BadParam(first["msg"], param=param, value=first.get("input")))
 
+    face_routes.register_media(app, backends.media)
     router = _api_router(backends)
     for version in API_VERSIONS:
         app.include_router(router, prefix=f"/{version}", tags=[version])

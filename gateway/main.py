@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,10 +15,15 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from facegrid.entrypoint import run_service
+from facegrid.fetch import FetchPolicy, fetch, parse_networks
 from facegrid.gateway.adapters import ControlPlaneDirectory, MongoTokenStore, grpc_serving
 from facegrid.gateway.app import Backends, create_app
+from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.extractor_client import ExtractorClient
+from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore
 from facegrid.gateway.settings import GatewaySettings
+from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
 from facegrid.settings import split_host_port
 
 log = logging.getLogger(__name__)
@@ -55,9 +61,20 @@ async def serve(settings: GatewaySettings) -> None:
     def grpc_check(channel: grpc.aio.Channel) -> Any:
         return lambda: grpc_serving(channel, HEALTH_TIMEOUT)
 
+    store = MongoFaceStore(mongo, settings.mongo_db)
+    media = GridFsMedia(mongo, settings.mongo_db)
+    placements = ControlPlanePlacements(channels["controlplane"], settings.call_timeout)
+    shard_channels = ChannelPool()
+    index = ShardRouter(placements, shard_channels, timeout=settings.search_timeout)
+    policy = FetchPolicy(timeout=settings.fetch_timeout, allow=parse_networks(settings.fetch_allow))
     backends = Backends(
         galleries=Galleries(ControlPlaneDirectory(channels["controlplane"], settings.call_timeout)),
         tokens=MongoTokenStore(mongo, settings.mongo_db),
+        faces=Faces(
+            ExtractorClient(channels["extractor"], settings.call_timeout), index, store, media
+        ),
+        media=media,
+        fetcher=lambda url: fetch(url, policy),
         registry=REGISTRY,
         readiness={
             "mongodb": mongo_ok,
@@ -76,10 +93,18 @@ async def serve(settings: GatewaySettings) -> None:
             timeout_graceful_shutdown=5,
         )
     )
+    try:
+        await store.ensure_indexes()
+    except PyMongoError as e:
+        log.warning("could not create MongoDB indexes yet (%s); queries may be slow", e)
+    watcher = asyncio.create_task(placements.watch())
     log.info("gateway serving REST on http://%s", settings.listen)
     try:
         await server.serve()
     finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await shard_channels.close()
         for channel in channels.values():
             await channel.close()
         await redis.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from facegrid.settings import HostPort, ServiceSettings
+from facegrid.settings import HostPort, Networks, ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
@@ -20,4 +20,17 @@ class GatewaySettings(ServiceSettings):
     licensing: HostPort = Field("127.0.0.1:3133", description="Licensing gRPC address")
     call_timeout: float = Field(
         10.0, gt=0, le=300, description="seconds to wait for a backend service call"
+    )
+    search_timeout: float = Field(
+        5.0, gt=0, le=60, description="seconds a search may wait for the index shards"
+    )
+    fetch_timeout: float = Field(
+        10.0, gt=0, le=120, description="seconds to fetch a photo given by URL"
+    )
+    fetch_allow: Networks = Field(
+        default_factory=list,
+        description=(
+            "networks (comma-separated CIDRs) photo URLs may point into although not public; "
+            "loopback, private and link-local addresses are refused otherwise"
+        ),
     )

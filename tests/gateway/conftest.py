@@ -1,4 +1,7 @@
-"""The REST app in process (httpx over ASGI), wired to real backends on loopback."""
+"""The REST app in process (httpx over ASGI), wired to real backends on loopback: SecantusDB,
+the local control plane with a real index shard, and a real extractor process with the real
+models. Photo URLs are fetched with the production fetcher, allowed into 127.0.0.0/8 so that a
+local HTTP server can stand in for the internet (which these machines cannot reach)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from facegrid.fetch import FetchPolicy, fetch, parse_networks
 from facegrid.gateway.adapters import ControlPlaneDirectory, MongoTokenStore, create_token
 from facegrid.gateway.app import Backends, create_app
+from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.extractor_client import ExtractorClient
+from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore
+from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
 
 
 @pytest.fixture
@@ -23,15 +31,28 @@ def token(mongo_server: str, mongo_db: str) -> str:
 
 @pytest.fixture
 async def backends(
-    mongo_server: str, mongo_db: str, controlplane_address: str
+    mongo_server: str, mongo_db: str, controlplane_address: str, extractor_address: str
 ) -> AsyncIterator[Backends]:
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server)
-    async with grpc.aio.insecure_channel(controlplane_address) as channel:
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server, tz_aware=True)
+    store = MongoFaceStore(mongo, mongo_db)
+    await store.ensure_indexes()
+    media = GridFsMedia(mongo, mongo_db)
+    policy = FetchPolicy(timeout=5, allow=parse_networks(["127.0.0.0/8"]))
+    shard_channels = ChannelPool()
+    async with (
+        grpc.aio.insecure_channel(controlplane_address) as control,
+        grpc.aio.insecure_channel(extractor_address) as extractor,
+    ):
+        router = ShardRouter(ControlPlanePlacements(control, timeout=5), shard_channels)
         yield Backends(
-            galleries=Galleries(ControlPlaneDirectory(channel, timeout=5)),
+            galleries=Galleries(ControlPlaneDirectory(control, timeout=5)),
             tokens=MongoTokenStore(mongo, mongo_db),
             registry=CollectorRegistry(),
+            faces=Faces(ExtractorClient(extractor, timeout=30), router, store, media),
+            media=media,
+            fetcher=lambda url: fetch(url, policy),
         )
+    await shard_channels.close()
     await mongo.close()
 
 
@@ -42,5 +63,6 @@ async def api(backends: Backends, token: str) -> AsyncIterator[httpx.AsyncClient
         transport=transport,
         base_url="http://facegrid",
         headers={"Authorization": f"Token {token}"},
+        timeout=60,
     ) as client:
         yield client

@@ -96,6 +96,9 @@ async def test_backend_outage_is_service_unavailable(
             galleries=Galleries(ControlPlaneDirectory(dead, timeout=1)),
             tokens=backends.tokens,
             registry=CollectorRegistry(),
+            faces=backends.faces,
+            media=backends.media,
+            fetcher=backends.fetcher,
             readiness={"controlplane": _false, "mongodb": _true},
         )
         transport = httpx.ASGITransport(app=create_app(broken))

@@ -1,0 +1,398 @@
+"""The face operations behind /detect, /verify, /identify, /face and /faces.
+
+A stored face is written in an order that never leaves half of it visible: the media first
+(content-addressed, harmless if orphaned), then the record as pending, then its vector in every
+gallery's shard (all or nothing), and only then is the record made visible. A failure on the
+way undoes what was done; a crash leaves a pending record that `facegrid reindex` finishes or
+removes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from facegrid import confidence
+from facegrid.gateway.core.errors import ApiError, BadParam, NotFound
+from facegrid.gateway.core.model import DEFAULT_GALLERY, BBox, Face
+from facegrid.gateway.core.ports import (
+    Detection,
+    Extracted,
+    Extraction,
+    Extractor,
+    FaceIndex,
+    FaceStore,
+    MediaStore,
+    MetaSummary,
+    NewFace,
+    Wanted,
+)
+
+MAX_PHOTO_BYTES = 10 * 1024 * 1024
+PAGE_SIZE = 100
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpg", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
+)
+
+
+class PhotoTooLarge(BadParam):
+    status = 413
+
+
+class UnsupportedPhoto(BadParam):
+    status = 415
+
+
+class TooManyFaces(ApiError):
+    """mf_selector=reject met several faces; the body lists them, as the seed's does."""
+
+    status = 400
+    code = "BAD_PARAM"
+
+    def __init__(self, boxes: Sequence[BBox]) -> None:
+        super().__init__(f"Too many faces: {len(boxes)}", param="mf_selector", value="reject")
+        self.boxes = list(boxes)
+
+    def body(self) -> dict[str, object]:
+        return {
+            "code": 400,
+            "reason": self.reason,
+            "faces": [b.as_dict() for b in self.boxes],
+        }
+
+
+@dataclass(frozen=True)
+class Photo:
+    data: bytes
+    # The URL the client gave, or "" for an upload.
+    url: str = ""
+    param: str = "photo"
+
+
+def photo_format(photo: Photo) -> tuple[str, str]:
+    """(file extension, content type) of a JPEG, PNG or WebP photo; 413/415 otherwise."""
+    if len(photo.data) > MAX_PHOTO_BYTES:
+        raise PhotoTooLarge(
+            f"the photo is {len(photo.data)} bytes; the limit is {MAX_PHOTO_BYTES}",
+            param=photo.param,
+            value=photo.url or f"<{len(photo.data)} bytes>",
+        )
+    for magic, ext, content_type in _MAGIC:
+        if photo.data.startswith(magic):
+            return ext, content_type
+    if photo.data[:4] == b"RIFF" and photo.data[8:12] == b"WEBP":
+        return "webp", "image/webp"
+    raise UnsupportedPhoto(
+        "the photo is not a JPEG, PNG or WebP image",
+        param=photo.param,
+        value=photo.url or f"<{len(photo.data)} bytes>",
+    )
+
+
+def select(detections: list[Detection], mf_selector: str) -> list[Detection]:
+    if mf_selector == "reject" and len(detections) > 1:
+        raise TooManyFaces([d.bbox for d in detections])
+    if mf_selector == "biggest" and detections:
+        return [max(detections, key=lambda d: d.bbox.area)]
+    return detections
+
+
+def distance(a: bytes, b: bytes) -> float:
+    return float(np.linalg.norm(np.frombuffer(a, "<f4") - np.frombuffer(b, "<f4")))
+
+
+@dataclass(frozen=True)
+class Match:
+    confidence: float
+    face: Face
+
+
+@dataclass(frozen=True)
+class Identified:
+    # One entry per face looked up: its box and its matches, best first.
+    results: list[tuple[BBox, list[Match]]]
+    live: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Verified:
+    pairs: list[tuple[BBox, BBox, float]]
+    threshold: float | None
+
+    def verified(self, confidence_: float) -> bool:
+        return self.threshold is not None and confidence_ >= self.threshold
+
+    @property
+    def all_verified(self) -> bool:
+        """True if every face of the first photo has a match on the second."""
+        if self.threshold is None or not self.pairs:
+            return False
+        firsts = {p[0] for p in self.pairs}
+        return all(any(self.verified(c) for b1, _, c in self.pairs if b1 == f) for f in firsts)
+
+
+class Faces:
+    def __init__(
+        self,
+        extractor: Extractor,
+        index: FaceIndex,
+        store: FaceStore,
+        media: MediaStore,
+    ) -> None:
+        self._extractor = extractor
+        self._index = index
+        self._store = store
+        self._media = media
+
+    # -- finding faces on photos ----------------------------------------------------------------
+
+    async def detect(self, photo: Photo, bboxes: list[BBox] | None = None) -> list[Detection]:
+        """Faces on the photo, or inside each given box (the box itself when none is found)."""
+        photo_format(photo)
+        if not bboxes:
+            return await self._extractor.detect(photo.data)
+        found: list[Detection] = []
+        for box in bboxes:
+            inside = await self._extractor.detect(photo.data, roi=box)
+            found.extend(inside or [Detection(box, 1.0, 0.0)])
+        return found
+
+    async def _faces_on(
+        self,
+        photo: Photo,
+        bboxes: list[BBox] | None,
+        mf_selector: str,
+        wanted: Wanted,
+        *,
+        trust_boxes: bool = False,
+    ) -> Extracted:
+        if bboxes and trust_boxes:
+            photo_format(photo)
+            chosen = [Detection(b, 1.0, 0.0) for b in bboxes]
+        else:
+            chosen = select(await self.detect(photo, bboxes), mf_selector)
+        if not chosen:
+            return Extracted("", [])
+        return await self._extractor.extract(photo.data, chosen, wanted)
+
+    async def analyse(self, photo: Photo, wanted: Wanted) -> list[Extraction] | list[Detection]:
+        """/detect: boxes, with gender, age and emotions when asked (v1)."""
+        detections = await self.detect(photo)
+        if not detections or not wanted.attributes:
+            return detections
+        return (await self._extractor.extract(photo.data, detections, wanted)).faces
+
+    # -- verify and identify --------------------------------------------------------------------
+
+    async def verify(
+        self,
+        photo1: Photo,
+        photo2: Photo,
+        bbox1: list[BBox] | None,
+        bbox2: list[BBox] | None,
+        threshold: float | None,
+        mf_selector: str,
+    ) -> Verified:
+        first, second = await asyncio.gather(
+            self._faces_on(photo1, bbox1, mf_selector, Wanted(), trust_boxes=True),
+            self._faces_on(photo2, bbox2, mf_selector, Wanted(), trust_boxes=True),
+        )
+        pairs = [
+            (a.bbox, b.bbox, confidence.confidence_of(distance(a.facen, b.facen)))
+            for a in first.faces
+            for b in second.faces
+        ]
+        return Verified(pairs, threshold)
+
+    async def identify(
+        self,
+        photo: Photo,
+        bboxes: list[BBox] | None,
+        *,
+        gallery: str = DEFAULT_GALLERY,
+        threshold: float,
+        n: int,
+        strict: bool,
+        mf_selector: str,
+    ) -> Identified:
+        extracted = await self._faces_on(photo, bboxes, mf_selector, Wanted())
+        max_distance = confidence.distance_for(threshold)
+        limit = 0.0 if max_distance == float("inf") else max_distance
+        results: list[tuple[BBox, list[Match]]] = []
+        live, total = [], []
+        for face in extracted.faces:
+            outcome = await self._index.search(gallery, face.facen, n, limit, strict=strict)
+            live.append(outcome.live)
+            total.append(outcome.total)
+            records = await self._store.get_many([i for i, _ in outcome.hits])
+            matches = [
+                Match(confidence.confidence_of(d), records[i])
+                for i, d in outcome.hits
+                if i in records
+            ]
+            results.append((face.bbox, matches))
+        return Identified(results, min(live, default=0), max(total, default=0))
+
+    # -- storing faces --------------------------------------------------------------------------
+
+    async def add(
+        self,
+        photo: Photo,
+        *,
+        meta: str,
+        galleries: list[str],
+        bboxes: list[BBox] | None,
+        mf_selector: str,
+        wanted: Wanted,
+        cam_id: str | None = None,
+        chip: bytes | None = None,
+        timestamp: dt.datetime | None = None,
+    ) -> list[Face]:
+        """/face POST. `chip` is an aligned face sent with the photo (the video worker's
+        `face0`): its vector is taken from it, without detecting again."""
+        ext, content_type = photo_format(photo)
+        wanted = Wanted(wanted.gender, wanted.age, wanted.emotions, normalized=True)
+        if chip is not None:
+            extracted = await self._extractor.extract_chip(chip, wanted)
+            box = bboxes[0] if bboxes else BBox(0, 0, 1, 1)
+            extracted = Extracted(extracted.model, [_with_box(f, box) for f in extracted.faces[:1]])
+        else:
+            extracted = await self._faces_on(photo, bboxes, mf_selector, wanted)
+        if not extracted.faces:
+            raise BadParam("no face found on the photo", param=photo.param, value=photo.url)
+
+        photo_hash = hashlib.md5(photo.data, usedforsecurity=False).hexdigest()
+        stored_photo = await self._media.put(f"{photo_hash}.{ext}", photo.data, content_type)
+        ids = await self._store.next_ids(len(extracted.faces))
+        when = timestamp or dt.datetime.now(dt.UTC)
+        new_faces = []
+        for face_id, face in zip(ids, extracted.faces, strict=True):
+            normalized = ""
+            if face.normalized:
+                normalized = await self._media.put(
+                    f"{face_id}_norm.png", face.normalized, "image/png"
+                )
+            record = Face(
+                id=face_id,
+                bbox=face.bbox,
+                meta=meta,
+                galleries=tuple(galleries),
+                photo=photo.url or stored_photo,
+                photo_hash=photo_hash,
+                timestamp=when,
+                thumbnail=normalized,
+                normalized=normalized,
+                cam_id=cam_id,
+                attributes=face.attributes,
+                model=extracted.model,
+                extra={"stored_photo": stored_photo, "quality": face.quality},
+            )
+            new_faces.append(NewFace(record, face.facen))
+        await self._store.insert_pending(new_faces)
+        added: list[Face] = []
+        try:
+            for new in new_faces:
+                await self._index.add(new.face.id, new.facen, galleries)
+                added.append(new.face)
+        except BaseException:
+            await asyncio.gather(
+                *(self._index.delete(f.id, galleries) for f in added), return_exceptions=True
+            )
+            await self._store.remove(ids)
+            raise
+        await self._store.activate(ids)
+        return [n.face for n in new_faces]
+
+    # -- reading and changing stored faces ------------------------------------------------------
+
+    async def get(self, face_id: int) -> Face:
+        face = await self._store.get(face_id)
+        if face is None:
+            raise NotFound(f"face {face_id} does not exist", param="id", value=face_id)
+        return face
+
+    async def update(
+        self,
+        face_id: int,
+        *,
+        meta: str | None,
+        person_id: int | None,
+        galleries: dict[str, list[str]] | None,
+    ) -> Face:
+        face = await self.get(face_id)
+        new_galleries: list[str] | None = None
+        if galleries is not None:
+            new_galleries = _gallery_change(list(face.galleries), galleries)
+            added = [g for g in new_galleries if g not in face.galleries]
+            removed = [g for g in face.galleries if g not in new_galleries]
+            if added or removed:
+                facen = await self._store.facen(face_id)
+                if facen is None:
+                    raise NotFound(f"face {face_id} has no stored vector")
+                if added:
+                    await self._index.add(face_id, facen, added)
+                if removed:
+                    await self._index.delete(face_id, removed)
+        updated = await self._store.update(
+            face_id, meta=meta, person_id=person_id, galleries=new_galleries
+        )
+        if updated is None:
+            raise NotFound(f"face {face_id} does not exist", param="id", value=face_id)
+        return updated
+
+    async def delete(self, face_id: int) -> None:
+        face = await self.get(face_id)
+        await self._index.delete(face_id, list(face.galleries))
+        await self._store.remove([face_id])
+
+    async def page(
+        self, gallery: str | None, max_id: int | None, limit: int = PAGE_SIZE
+    ) -> list[Face]:
+        return await self._store.page(gallery=gallery, max_id=max_id, limit=limit)
+
+    async def previous_max_id(self, gallery: str | None, first_id: int, limit: int) -> int | None:
+        """The max_id whose page comes before the page starting at first_id; None at the top."""
+        newer = await self._store.page(gallery=gallery, max_id=None, limit=limit, min_id=first_id)
+        return newer[0].id + 1 if newer else None
+
+    async def by_meta(self, meta: str, gallery: str | None = None) -> list[Face]:
+        return await self._store.by_meta(meta, gallery)
+
+    async def metas(self, gallery: str | None = None) -> list[MetaSummary]:
+        return await self._store.metas(gallery)
+
+    async def forget_gallery(self, gallery: str) -> None:
+        """After a gallery is deleted: its name leaves every face's list."""
+        await self._store.drop_gallery(gallery)
+
+
+def _with_box(face: Extraction, box: BBox) -> Extraction:
+    return Extraction(box, face.facen, face.quality, face.attributes, face.normalized)
+
+
+def _gallery_change(current: list[str], change: dict[str, list[str]]) -> list[str]:
+    """Apply {"add": [...]}, {"del": [...]} or {"set": [...]}; `default` always stays."""
+    if len(change) != 1 or next(iter(change)) not in ("add", "del", "set"):
+        raise BadParam(
+            'galleries must be one of {"add": [...]}, {"del": [...]}, {"set": [...]}',
+            param="galleries",
+            value=change,
+        )
+    op, names = next(iter(change.items()))
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise BadParam("galleries must list gallery names", param="galleries", value=change)
+    if op == "del" and DEFAULT_GALLERY in names:
+        raise BadParam("a face cannot leave the default gallery", param="galleries", value=change)
+    if op == "add":
+        return current + [n for n in dict.fromkeys(names) if n not in current]
+    if op == "del":
+        return [g for g in current if g not in names]
+    return [DEFAULT_GALLERY] + [n for n in dict.fromkeys(names) if n != DEFAULT_GALLERY]

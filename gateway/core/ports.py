@@ -1,0 +1,156 @@
+"""The gateway's ports: what the face operations need from the extractor, the index, the
+database and the media store. Adapters implement them over gRPC, MongoDB and GridFS."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from facegrid.gateway.core.model import Attributes, BBox, Face
+
+
+@dataclass(frozen=True)
+class Detection:
+    bbox: BBox
+    score: float
+    quality: float
+    # Five (x, y) landmarks, flattened; empty when the box came from the client.
+    landmarks: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Wanted:
+    gender: bool = False
+    age: bool = False
+    emotions: bool = False
+    normalized: bool = False
+
+    @property
+    def attributes(self) -> bool:
+        return self.gender or self.age or self.emotions
+
+
+@dataclass(frozen=True)
+class Extraction:
+    bbox: BBox
+    facen: bytes
+    quality: float
+    attributes: Attributes | None = None
+    normalized: bytes = b""
+
+
+@dataclass(frozen=True)
+class Extracted:
+    # The model that made the vectors, e.g. "dlib-resnet-v1@2026.11.1".
+    model: str
+    faces: list[Extraction]
+
+
+class Extractor(Protocol):
+    async def detect(self, photo: bytes, roi: BBox | None = None) -> list[Detection]: ...
+
+    async def extract(
+        self, photo: bytes, faces: Sequence[Detection], wanted: Wanted
+    ) -> Extracted: ...
+
+    async def extract_chip(self, chip: bytes, wanted: Wanted) -> Extracted:
+        """A face from an already aligned chip (the video worker's `face0`)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    # (face id, Euclidean distance), nearest first.
+    hits: list[tuple[int, float]]
+    live: int
+    total: int
+    used_index: bool = False
+
+
+class FaceIndex(Protocol):
+    async def add(self, face_id: int, vector: bytes, galleries: Sequence[str]) -> None: ...
+
+    async def delete(self, face_id: int, galleries: Sequence[str]) -> None: ...
+
+    async def search(
+        self,
+        gallery: str,
+        vector: bytes,
+        n: int,
+        max_distance: float = 0.0,
+        *,
+        strict: bool = False,
+        linear: bool = False,
+    ) -> SearchOutcome: ...
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """A face about to be stored: its record and its vector."""
+
+    face: Face
+    facen: bytes
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MetaSummary:
+    meta: str
+    count: int
+    face: Face
+
+
+class FaceStore(Protocol):
+    async def next_ids(self, count: int) -> list[int]: ...
+
+    async def insert_pending(self, faces: Sequence[NewFace]) -> None:
+        """Store records that are not visible until `activate` (their vectors are being
+        indexed); a crash in between leaves pending records a repair pass can finish."""
+        ...
+
+    async def activate(self, ids: Sequence[int]) -> None: ...
+
+    async def remove(self, ids: Sequence[int]) -> None: ...
+
+    async def get(self, face_id: int) -> Face | None: ...
+
+    async def facen(self, face_id: int) -> bytes | None: ...
+
+    async def get_many(self, ids: Sequence[int]) -> dict[int, Face]: ...
+
+    async def update(
+        self,
+        face_id: int,
+        *,
+        meta: str | None = None,
+        person_id: int | None = None,
+        galleries: Sequence[str] | None = None,
+    ) -> Face | None: ...
+
+    async def page(
+        self, *, gallery: str | None, max_id: int | None, limit: int, min_id: int | None = None
+    ) -> list[Face]:
+        """Up to limit faces, highest id first: those with an id below max_id (from the top
+        when None), or with min_id, the limit faces just above min_id."""
+        ...
+
+    async def by_meta(self, meta: str, gallery: str | None) -> list[Face]: ...
+
+    async def metas(self, gallery: str | None) -> list[MetaSummary]: ...
+
+    async def ids_in_gallery(self, gallery: str) -> list[int]: ...
+
+    async def drop_gallery(self, gallery: str) -> None:
+        """Take the gallery out of every face's list."""
+        ...
+
+
+class MediaStore(Protocol):
+    async def put(self, name: str, data: bytes, content_type: str) -> str:
+        """Store under name (idempotent); returns the path it is served under."""
+        ...
+
+    async def get(self, name: str) -> tuple[bytes, str] | None: ...
+
+    async def delete(self, name: str) -> None: ...

@@ -1,0 +1,288 @@
+"""Routes for faces: detect, verify, identify, face and faces, meta, and the media they point to.
+
+Handlers read parameters with `read_params` (JSON, forms, multipart and the query string alike),
+call the Faces service and shape its results as the seed's API does. The API version comes from
+the path: /v1 adds gender, age and emotions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from facegrid.gateway.core.errors import BadParam, NotFound
+from facegrid.gateway.core.faces import PAGE_SIZE, Faces
+from facegrid.gateway.core.model import (
+    DEFAULT_GALLERY,
+    Face,
+    parse_bbox_params,
+    parse_bboxes,
+    parse_bool,
+    parse_galleries,
+    parse_int,
+    parse_meta,
+    parse_mf_selector,
+    parse_n,
+    parse_threshold,
+)
+from facegrid.gateway.core.ports import Detection, Extraction, MediaStore, Wanted
+from facegrid.gateway.params import Fetcher, Params, photo_param, read_params
+
+MAX_ID = (1 << 63) - 1
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Registrar(Protocol):
+    """Registers an endpoint under a path for one method (both slash forms)."""
+
+    def __call__(self, path: str, method: str, **kwargs: Any) -> Callable[[F], F]: ...
+
+
+def version_of(request: Request) -> str:
+    return request.url.path.split("/")[1]
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def wanted(params: Params, version: str) -> Wanted:
+    if version == "v0":
+        return Wanted()
+    return Wanted(
+        gender=parse_bool(params.get("gender"), "gender"),
+        age=parse_bool(params.get("age"), "age"),
+        emotions=parse_bool(params.get("emotions"), "emotions"),
+    )
+
+
+def face_body(face: Face, request: Request) -> dict[str, Any]:
+    return face.as_dict(version_of(request), base_url(request))
+
+
+def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
+    """Add the face routes through `route(path, method, **kw)`, which registers them on the
+    versioned router with and without a trailing slash."""
+
+    @route("/detect", "POST", summary="Detect faces on a photo")
+    async def detect(request: Request) -> dict[str, Any]:
+        params = await read_params(request)
+        photo = await photo_param(params, "photo", fetcher)
+        found = await faces.analyse(photo, wanted(params, version_of(request)))
+        return {"faces": [_detected(f) for f in found]}
+
+    @route("/verify", "POST", summary="Check whether two photos show the same person")
+    async def verify(request: Request) -> dict[str, Any]:
+        params = await read_params(request)
+        photo1 = await photo_param(params, "photo1", fetcher)
+        photo2 = await photo_param(params, "photo2", fetcher)
+        raw_threshold = params.get("threshold")
+        none = isinstance(raw_threshold, str) and raw_threshold.strip().lower() == "none"
+        threshold = None if none else parse_threshold(raw_threshold)
+        result = await faces.verify(
+            photo1,
+            photo2,
+            parse_bboxes(params.get("bbox1"), "bbox1"),
+            parse_bboxes(params.get("bbox2"), "bbox2"),
+            threshold,
+            parse_mf_selector(params.get("mf_selector")),
+        )
+        pairs = []
+        for box1, box2, confidence in result.pairs:
+            pair: dict[str, Any] = {
+                "bbox1": box1.as_dict(),
+                "bbox2": box2.as_dict(),
+                "confidence": confidence,
+            }
+            if threshold is not None:
+                pair["verified"] = result.verified(confidence)
+            pairs.append(pair)
+        body: dict[str, Any] = {"results": pairs}
+        if threshold is not None:
+            body["verified"] = result.all_verified
+        return body
+
+    async def identify_in(request: Request, gallery: str) -> Response:
+        params = await read_params(request)
+        photo = await photo_param(params, "photo", fetcher)
+        identified = await faces.identify(
+            photo,
+            parse_bbox_params(params.values),
+            gallery=gallery,
+            threshold=parse_threshold(params.get("threshold")),
+            n=parse_n(params.get("n")),
+            strict=parse_bool(params.get("strict"), "strict"),
+            mf_selector=parse_mf_selector(params.get("mf_selector")),
+        )
+        results = {
+            box.identify_key(): [
+                {"confidence": m.confidence, "face": face_body(m.face, request)} for m in matches
+            ]
+            for box, matches in identified.results
+        }
+        return JSONResponse(
+            {"results": results},
+            headers={"X-Live-Servers": f"{identified.live}/{identified.total}"},
+        )
+
+    @route("/identify", "POST", summary="Find the most similar stored faces")
+    async def identify(request: Request) -> Response:
+        return await identify_in(request, DEFAULT_GALLERY)
+
+    @route("/faces/gallery/{gallery}/identify", "POST", summary="Identify within one gallery")
+    async def identify_gallery(request: Request, gallery: str) -> Response:
+        return await identify_in(request, gallery)
+
+    @route("/face", "POST", summary="Add the faces on a photo to the database")
+    async def add_face(request: Request) -> dict[str, Any]:
+        params = await read_params(request)
+        photo = await photo_param(params, "photo", fetcher)
+        chip = params.files.get("face0")
+        cam_id = params.get("cam_id")
+        if cam_id is not None and not isinstance(cam_id, str):
+            raise BadParam("cam_id must be a string", param="cam_id", value=cam_id)
+        added = await faces.add(
+            photo,
+            meta=parse_meta(params.get("meta")),
+            galleries=parse_galleries(params.get("galleries")),
+            bboxes=parse_bboxes(params.get("bbox"), "bbox"),
+            mf_selector=parse_mf_selector(params.get("mf_selector")),
+            wanted=wanted(params, version_of(request)),
+            cam_id=cam_id or None,
+            chip=chip,
+        )
+        return {"results": [face_body(f, request) for f in added]}
+
+    @route("/face/id/{face_id}", "GET", summary="One stored face")
+    async def get_face(request: Request, face_id: str) -> dict[str, Any]:
+        return face_body(await faces.get(_face_id(face_id)), request)
+
+    @route("/face/id/{face_id}", "PUT", summary="Change a face's meta, person or galleries")
+    async def update_face(request: Request, face_id: str) -> dict[str, Any]:
+        params = await read_params(request)
+        galleries = params.get("galleries")
+        if isinstance(galleries, str):
+            galleries = _json_param(galleries, "galleries")
+        if galleries is not None and not isinstance(galleries, dict):
+            raise BadParam(
+                'galleries must be {"add": [...]}, {"del": [...]} or {"set": [...]}',
+                param="galleries",
+                value=galleries,
+            )
+        person = params.get("person_id")
+        updated = await faces.update(
+            _face_id(face_id),
+            meta=parse_meta(params.get("meta")) if params.has("meta") else None,
+            person_id=None
+            if person is None
+            else parse_int(person, "person_id", default=0, low=1, high=MAX_ID),
+            galleries=galleries,
+        )
+        return face_body(updated, request)
+
+    @route(
+        "/face/id/{face_id}",
+        "DELETE",
+        status_code=204,
+        response_class=Response,
+        summary="Delete a face",
+    )
+    async def delete_face(face_id: str) -> Response:
+        await faces.delete(_face_id(face_id))
+        return Response(status_code=204)
+
+    async def listing(request: Request, gallery: str | None) -> dict[str, Any]:
+        params = Params(values=dict(request.query_params))
+        limit = parse_int(params.get("limit"), "limit", default=PAGE_SIZE, low=1, high=1000)
+        max_id = parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID)
+        page = await faces.page(gallery, max_id, limit)
+        body: dict[str, Any] = {"results": [face_body(f, request) for f in page]}
+        path = request.url.path
+        if len(page) == limit:
+            body["next_page"] = f"{path}?max_id={page[-1].id}&limit={limit}"
+        if page:
+            previous = await faces.previous_max_id(gallery, page[0].id, limit)
+            if previous is not None:
+                body["prev_page"] = f"{path}?max_id={previous}&limit={limit}"
+        return body
+
+    @route("/faces", "GET", summary="All stored faces, newest first, paged by max_id")
+    async def list_faces(request: Request) -> dict[str, Any]:
+        return await listing(request, None)
+
+    @route("/faces/gallery/{gallery}", "GET", summary="The faces of one gallery")
+    async def list_gallery_faces(request: Request, gallery: str) -> dict[str, Any]:
+        return await listing(request, gallery)
+
+    @route("/face/meta/{meta}", "GET", summary="The faces with this meta")
+    async def faces_by_meta(request: Request, meta: str) -> dict[str, Any]:
+        return {"results": [face_body(f, request) for f in await faces.by_meta(meta)]}
+
+    @route(
+        "/face/gallery/{gallery}/meta/{meta}", "GET", summary="Faces with this meta in a gallery"
+    )
+    async def gallery_faces_by_meta(request: Request, gallery: str, meta: str) -> dict[str, Any]:
+        found = await faces.by_meta(meta, gallery)
+        return {"results": [face_body(f, request) for f in found]}
+
+    async def meta_listing(request: Request, gallery: str | None) -> dict[str, Any]:
+        summaries = await faces.metas(gallery)
+        return {
+            "results": [
+                {"meta": s.meta, "count": s.count, "face": face_body(s.face, request)}
+                for s in summaries
+            ]
+        }
+
+    @route("/meta", "GET", summary="Every meta string, with a count and one face")
+    async def list_meta(request: Request) -> dict[str, Any]:
+        return await meta_listing(request, None)
+
+    @route("/meta/gallery/{gallery}", "GET", summary="Meta strings of one gallery")
+    async def list_gallery_meta(request: Request, gallery: str) -> dict[str, Any]:
+        return await meta_listing(request, gallery)
+
+
+def register_media(app: FastAPI, media: MediaStore) -> None:
+    """Stored photos and faces, public like the seed's upload URLs (no token: <img> tags)."""
+
+    @app.get("/media/{name}", include_in_schema=False)
+    async def get_media(name: str) -> Response:
+        found = await media.get(name)
+        if found is None:
+            raise NotFound(f"no media named {name!r}")
+        data, content_type = found
+        return Response(
+            data,
+            media_type=content_type,
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
+
+
+def _detected(face: Detection | Extraction) -> dict[str, Any]:
+    body: dict[str, Any] = face.bbox.as_dict()
+    if isinstance(face, Extraction) and face.attributes is not None:
+        body.update(face.attributes.as_dict())
+    return body
+
+
+def _face_id(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParam("a face id is a positive integer", param="id", value=raw) from None
+    if not 0 < value <= MAX_ID:
+        raise BadParam("a face id is a positive integer", param="id", value=raw)
+    return value
+
+
+def _json_param(text: str, param: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BadParam(f"{param} is not valid JSON", param=param, value=text) from None

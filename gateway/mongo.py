@@ -1,0 +1,257 @@
+"""The FaceStore and MediaStore ports over MongoDB (pymongo's async client) and GridFS.
+
+Faces are journaled writes (w=1, j=True): an acknowledged face survives a crash of the
+database. Every query the API makes has an index (`ensure_indexes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bson import Binary
+from gridfs import AsyncGridFSBucket
+from gridfs.errors import NoFile
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
+from pymongo.errors import PyMongoError
+
+from facegrid.gateway.core.errors import ServiceUnavailable
+from facegrid.gateway.core.model import Attributes, BBox, Face
+from facegrid.gateway.core.ports import MetaSummary, NewFace
+
+MEDIA_PREFIX = "/media/"
+ACTIVE = "active"
+PENDING = "pending"
+
+Doc = dict[str, Any]
+
+
+def _face(doc: Doc) -> Face:
+    attributes = None
+    if doc.get("attributes"):
+        a = doc["attributes"]
+        emotions = a.get("emotions")
+        attributes = Attributes(
+            gender=a.get("gender"),
+            gender_confidence=a.get("gender_confidence", 0.0),
+            age=a.get("age"),
+            emotions=tuple((e, p) for e, p in emotions) if emotions is not None else None,
+        )
+    box = doc["bbox"]
+    return Face(
+        id=int(doc["_id"]),
+        bbox=BBox(box["x1"], box["y1"], box["x2"], box["y2"]),
+        meta=doc.get("meta", ""),
+        galleries=tuple(doc.get("galleries", ())),
+        photo=doc.get("photo", ""),
+        photo_hash=doc.get("photo_hash", ""),
+        timestamp=doc["timestamp"],
+        thumbnail=doc.get("thumbnail", ""),
+        normalized=doc.get("normalized", ""),
+        person_id=doc.get("person_id"),
+        cam_id=doc.get("cam_id"),
+        attributes=attributes,
+        model=doc.get("model", ""),
+    )
+
+
+def _doc(new: NewFace) -> Doc:
+    face = new.face
+    doc: Doc = {
+        "_id": face.id,
+        "state": PENDING,
+        "meta": face.meta,
+        "galleries": list(face.galleries),
+        "photo": face.photo,
+        "photo_hash": face.photo_hash,
+        "timestamp": face.timestamp,
+        "bbox": face.bbox.as_dict(),
+        "thumbnail": face.thumbnail,
+        "normalized": face.normalized,
+        "model": face.model,
+        "facen": Binary(new.facen),
+        **face.extra,
+    }
+    if face.person_id is not None:
+        doc["person_id"] = face.person_id
+    if face.cam_id is not None:
+        doc["cam_id"] = face.cam_id
+    if face.attributes is not None:
+        a = face.attributes
+        doc["attributes"] = {
+            "gender": a.gender,
+            "gender_confidence": a.gender_confidence,
+            "age": a.age,
+            "emotions": [list(e) for e in a.emotions] if a.emotions is not None else None,
+        }
+    return doc
+
+
+class MongoFaceStore:
+    def __init__(self, client: AsyncMongoClient[Doc], db: str) -> None:
+        database = client[db]
+        journaled = WriteConcern(w=1, j=True)
+        self._faces = database.get_collection("faces", write_concern=journaled)
+        self._counters = database.get_collection("counters", write_concern=journaled)
+
+    async def ensure_indexes(self) -> None:
+        await self._faces.create_index([("state", ASCENDING), ("_id", DESCENDING)])
+        await self._faces.create_index(
+            [("galleries", ASCENDING), ("state", ASCENDING), ("_id", DESCENDING)]
+        )
+        await self._faces.create_index([("meta", ASCENDING), ("_id", ASCENDING)])
+        await self._faces.create_index([("person_id", ASCENDING), ("_id", ASCENDING)])
+        await self._faces.create_index([("photo_hash", ASCENDING)])
+
+    async def next_ids(self, count: int) -> list[int]:
+        try:
+            counter = await self._counters.find_one_and_update(
+                {"_id": "faces"},
+                {"$inc": {"seq": count}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except PyMongoError as e:
+            raise ServiceUnavailable(f"database unavailable: {e}") from e
+        assert counter is not None  # upsert with ReturnDocument.AFTER always returns one
+        last = int(counter["seq"])
+        return list(range(last - count + 1, last + 1))
+
+    async def insert_pending(self, faces: Sequence[NewFace]) -> None:
+        await self._call(self._faces.insert_many([_doc(f) for f in faces], ordered=True))
+
+    async def activate(self, ids: Sequence[int]) -> None:
+        await self._call(
+            self._faces.update_many({"_id": {"$in": list(ids)}}, {"$set": {"state": ACTIVE}})
+        )
+
+    async def remove(self, ids: Sequence[int]) -> None:
+        await self._call(self._faces.delete_many({"_id": {"$in": list(ids)}}))
+
+    async def get(self, face_id: int) -> Face | None:
+        doc = await self._call(self._faces.find_one({"_id": face_id, "state": ACTIVE}))
+        return _face(doc) if doc else None
+
+    async def facen(self, face_id: int) -> bytes | None:
+        doc = await self._call(self._faces.find_one({"_id": face_id}, {"facen": 1}))
+        return bytes(doc["facen"]) if doc and "facen" in doc else None
+
+    async def get_many(self, ids: Sequence[int]) -> dict[int, Face]:
+        if not ids:
+            return {}
+        cursor = self._faces.find({"_id": {"$in": list(ids)}, "state": ACTIVE}, {"facen": 0})
+        return {int(d["_id"]): _face(d) async for d in cursor}
+
+    async def update(
+        self,
+        face_id: int,
+        *,
+        meta: str | None = None,
+        person_id: int | None = None,
+        galleries: Sequence[str] | None = None,
+    ) -> Face | None:
+        changes: Doc = {}
+        if meta is not None:
+            changes["meta"] = meta
+        if person_id is not None:
+            changes["person_id"] = person_id
+        if galleries is not None:
+            changes["galleries"] = list(galleries)
+        if not changes:
+            return await self.get(face_id)
+        doc = await self._call(
+            self._faces.find_one_and_update(
+                {"_id": face_id, "state": ACTIVE},
+                {"$set": changes},
+                projection={"facen": 0},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        return _face(doc) if doc else None
+
+    async def page(
+        self, *, gallery: str | None, max_id: int | None, limit: int, min_id: int | None = None
+    ) -> list[Face]:
+        query: Doc = {"state": ACTIVE}
+        if gallery is not None:
+            query["galleries"] = gallery
+        if max_id is not None:
+            query["_id"] = {"$lt": max_id}
+        if min_id is not None:
+            query["_id"] = {"$gt": min_id}
+            cursor = self._faces.find(query, {"facen": 0}).sort("_id", ASCENDING).limit(limit)
+            return list(reversed([_face(d) async for d in cursor]))
+        cursor = self._faces.find(query, {"facen": 0}).sort("_id", DESCENDING).limit(limit)
+        return [_face(d) async for d in cursor]
+
+    async def by_meta(self, meta: str, gallery: str | None) -> list[Face]:
+        query: Doc = {"state": ACTIVE, "meta": meta}
+        if gallery is not None:
+            query["galleries"] = gallery
+        cursor = self._faces.find(query, {"facen": 0}).sort("_id", ASCENDING)
+        return [_face(d) async for d in cursor]
+
+    async def metas(self, gallery: str | None) -> list[MetaSummary]:
+        match: Doc = {"state": ACTIVE, "meta": {"$ne": ""}}
+        if gallery is not None:
+            match["galleries"] = gallery
+        pipeline = [
+            {"$match": match},
+            {"$group": {"_id": "$meta", "count": {"$sum": 1}, "first": {"$min": "$_id"}}},
+            {"$sort": {"_id": 1}},
+        ]
+        groups = [g async for g in await self._faces.aggregate(pipeline)]
+        faces = await self.get_many([g["first"] for g in groups])
+        return [
+            MetaSummary(g["_id"], int(g["count"]), faces[g["first"]])
+            for g in groups
+            if g["first"] in faces
+        ]
+
+    async def ids_in_gallery(self, gallery: str) -> list[int]:
+        cursor = self._faces.find({"galleries": gallery}, {"_id": 1})
+        return [int(d["_id"]) async for d in cursor]
+
+    async def drop_gallery(self, gallery: str) -> None:
+        await self._call(
+            self._faces.update_many({"galleries": gallery}, {"$pull": {"galleries": gallery}})
+        )
+
+    async def _call(self, operation: Any) -> Any:
+        try:
+            return await operation
+        except PyMongoError as e:
+            raise ServiceUnavailable(f"database unavailable: {e}") from e
+
+
+class GridFsMedia:
+    """Photos, thumbnails and normalized faces in GridFS, served under /media/<name>."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], db: str) -> None:
+        self._bucket = AsyncGridFSBucket(client[db], bucket_name="media")
+        self._files = client[db]["media.files"]
+
+    async def put(self, name: str, data: bytes, content_type: str) -> str:
+        try:
+            if await self._files.find_one({"filename": name}, {"_id": 1}) is None:
+                await self._bucket.upload_from_stream(
+                    name, data, metadata={"content_type": content_type}
+                )
+        except PyMongoError as e:
+            raise ServiceUnavailable(f"media store unavailable: {e}") from e
+        return MEDIA_PREFIX + name
+
+    async def get(self, name: str) -> tuple[bytes, str] | None:
+        try:
+            stream = await self._bucket.open_download_stream_by_name(name)
+        except NoFile:
+            return None
+        except PyMongoError as e:
+            raise ServiceUnavailable(f"media store unavailable: {e}") from e
+        data = await stream.read()
+        metadata = stream.metadata or {}
+        return data, str(metadata.get("content_type", "application/octet-stream"))
+
+    async def delete(self, name: str) -> None:
+        async for doc in self._files.find({"filename": name}, {"_id": 1}):
+            await self._bucket.delete(doc["_id"])

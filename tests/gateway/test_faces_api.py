@@ -1,0 +1,270 @@
+"""/detect, /verify, /identify, /face and /faces over real backends, with real photos."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import httpx
+import pytest
+
+from tests.conftest import FACES
+
+EXAMPLES = FACES / "face_recognition" / "examples"
+OBAMA = (EXAMPLES / "obama.jpg").read_bytes()
+OBAMA2 = (EXAMPLES / "obama2.jpg").read_bytes()
+BIDEN = (EXAMPLES / "biden.jpg").read_bytes()
+TWO_PEOPLE = (EXAMPLES / "two_people.jpg").read_bytes()
+
+
+def _box_keys(body: dict[str, object]) -> set[str]:
+    return {k for k in body if k in ("x1", "y1", "x2", "y2")}
+
+
+async def _enroll(api: httpx.AsyncClient, photo: bytes, **fields: str) -> dict[str, object]:
+    response = await api.post("/v0/face", files={"photo": ("p.jpg", photo)}, data=fields)
+    assert response.status_code == 200, response.text
+    (face,) = response.json()["results"]
+    return dict(face)
+
+
+async def test_enroll_then_identify_the_same_person_on_another_photo(
+    api: httpx.AsyncClient,
+) -> None:
+    face = await _enroll(api, OBAMA, meta="Barack Obama")
+    assert face["meta"] == "Barack Obama"
+    assert face["galleries"] == ["default"]
+    assert face["photo_hash"] == hashlib.md5(OBAMA).hexdigest()
+    assert _box_keys(face) == {"x1", "y1", "x2", "y2"}
+    await _enroll(api, BIDEN, meta="Joe Biden")
+
+    found = await api.post("/v1/identify", files={"photo": ("q.jpg", OBAMA2)}, data={"n": "2"})
+    assert found.status_code == 200
+    assert found.headers["X-Live-Servers"] == "1/1"
+    (matches,) = found.json()["results"].values()
+    assert matches[0]["face"]["id"] == face["id"]
+    assert matches[0]["confidence"] >= 0.75
+    assert len(matches) == 1  # Biden is far below the default threshold
+
+    anyone = await api.post(
+        "/v1/identify", files={"photo": ("q.jpg", OBAMA2)}, data={"n": "2", "threshold": "none"}
+    )
+    (matches,) = anyone.json()["results"].values()
+    assert [m["face"]["meta"] for m in matches] == ["Barack Obama", "Joe Biden"]
+    # Results are keyed by the query face's box as "[x1, y1, x2, y2]".
+    detected = await api.post("/v0/detect", files={"photo": ("q.jpg", OBAMA2)})
+    box = max(detected.json()["faces"], key=lambda b: (b["x2"] - b["x1"]) * (b["y2"] - b["y1"]))
+    key = next(iter(anyone.json()["results"]))
+    assert json.loads(key) == [box["x1"], box["y1"], box["x2"], box["y2"]]
+
+
+async def test_stored_face_media_is_served(api: httpx.AsyncClient) -> None:
+    face = await _enroll(api, OBAMA)
+    assert face["photo"].startswith("http://facegrid/media/")
+    photo = await api.get(face["photo"], headers={"Authorization": ""})
+    assert photo.status_code == 200 and photo.content == OBAMA
+    chip = await api.get(face["normalized"])
+    assert chip.headers["content-type"] == "image/png"
+    assert chip.content.startswith(b"\x89PNG")
+    assert (await api.get("/media/nothing.jpg")).status_code == 404
+
+
+async def test_verify_same_and_different_people(api: httpx.AsyncClient) -> None:
+    same = await api.post(
+        "/v0/verify",
+        files={"photo1": ("a.jpg", OBAMA), "photo2": ("b.jpg", OBAMA2)},
+    )
+    body = same.json()
+    assert body["verified"] is True
+    (pair,) = body["results"]
+    assert pair["verified"] is True and pair["confidence"] > 0.75
+    assert _box_keys(pair["bbox1"]) == {"x1", "y1", "x2", "y2"}
+
+    different = await api.post(
+        "/v0/verify",
+        files={"photo1": ("a.jpg", OBAMA), "photo2": ("b.jpg", BIDEN)},
+        data={"threshold": "low"},
+    )
+    assert different.json()["verified"] is False
+
+    scores = await api.post(
+        "/v0/verify",
+        files={"photo1": ("a.jpg", OBAMA), "photo2": ("b.jpg", BIDEN)},
+        data={"threshold": "none"},
+    )
+    assert "verified" not in scores.json()
+    assert "verified" not in scores.json()["results"][0]
+
+
+async def test_detect_with_and_without_attributes(api: httpx.AsyncClient) -> None:
+    plain = await api.post("/v0/detect", files={"photo": ("p.jpg", TWO_PEOPLE)})
+    assert plain.status_code == 200
+    faces = plain.json()["faces"]
+    assert len(faces) == 2
+    assert all(set(f) == {"x1", "y1", "x2", "y2"} for f in faces)
+
+    ignored = await api.post(
+        "/v0/detect", files={"photo": ("p.jpg", BIDEN)}, data={"gender": "true"}
+    )
+    assert set(ignored.json()["faces"][0]) == {"x1", "y1", "x2", "y2"}  # v0 has no attributes
+
+    rich = await api.post(
+        "/v1/detect",
+        files={"photo": ("p.jpg", BIDEN)},
+        data={"gender": "true", "age": "true", "emotions": "true"},
+    )
+    (face,) = rich.json()["faces"]
+    assert face["gender"] == "male"
+    assert 20 <= face["age"] <= 80
+    assert isinstance(face["emotions"], list) and face["emotions"]
+
+
+async def test_several_faces_rejected_lists_them_and_stores_nothing(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post(
+        "/v0/face", files={"photo": ("p.jpg", TWO_PEOPLE)}, data={"mf_selector": "reject"}
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == 400
+    assert body["reason"] == "Too many faces: 2"
+    assert len(body["faces"]) == 2
+    assert (await api.get("/v0/faces")).json()["results"] == []
+
+    everyone = await api.post(
+        "/v0/face", files={"photo": ("p.jpg", TWO_PEOPLE)}, data={"mf_selector": "all"}
+    )
+    assert len(everyone.json()["results"]) == 2
+    biggest = await api.post("/v0/face", files={"photo": ("p.jpg", TWO_PEOPLE)})
+    assert len(biggest.json()["results"]) == 1
+
+
+async def test_galleries_scope_faces_and_identification(api: httpx.AsyncClient) -> None:
+    assert (await api.post("/v0/galleries/vip")).status_code == 201
+    face = await _enroll(api, OBAMA, galleries='["vip"]')
+    assert face["galleries"] == ["default", "vip"]
+    await _enroll(api, BIDEN)
+
+    found = await api.post(
+        "/v0/faces/gallery/vip/identify", files={"photo": ("q.jpg", BIDEN)}, data={"n": "5"}
+    )
+    (matches,) = found.json()["results"].values()
+    assert matches == []  # Biden is only in default
+    listed = (await api.get("/v0/faces/gallery/vip")).json()["results"]
+    assert [f["id"] for f in listed] == [face["id"]]
+
+    missing = await api.post(
+        "/v0/face", files={"photo": ("p.jpg", BIDEN)}, data={"galleries": '["nope"]'}
+    )
+    assert missing.status_code == 404
+    assert len((await api.get("/v0/faces")).json()["results"]) == 2  # nothing half-written
+
+    assert (await api.delete("/v0/galleries/vip")).status_code == 204
+    assert (await api.get(f"/v0/face/id/{face['id']}")).json()["galleries"] == ["default"]
+
+
+async def test_change_and_delete_a_face(api: httpx.AsyncClient) -> None:
+    await api.post("/v0/galleries/g1")
+    await api.post("/v0/galleries/g2")
+    face = await _enroll(api, OBAMA, meta="first")
+    face_id = face["id"]
+
+    renamed = await api.put(f"/v0/face/id/{face_id}", json={"meta": "Sam Berry #2"})
+    assert renamed.json()["meta"] == "Sam Berry #2"
+    added = await api.put(f"/v0/face/id/{face_id}", json={"galleries": {"add": ["g1", "g2"]}})
+    assert added.json()["galleries"] == ["default", "g1", "g2"]
+    in_g2 = await api.post("/v0/faces/gallery/g2/identify", files={"photo": ("q.jpg", OBAMA2)})
+    assert next(iter(in_g2.json()["results"].values()))[0]["face"]["id"] == face_id
+    removed = await api.put(f"/v0/face/id/{face_id}", json={"galleries": {"del": ["g2"]}})
+    assert removed.json()["galleries"] == ["default", "g1"]
+    in_g2 = await api.post("/v0/faces/gallery/g2/identify", files={"photo": ("q.jpg", OBAMA2)})
+    assert next(iter(in_g2.json()["results"].values())) == []
+    reset = await api.put(f"/v0/face/id/{face_id}", json={"galleries": {"set": ["g2"]}})
+    assert reset.json()["galleries"] == ["default", "g2"]
+    refused = await api.put(f"/v0/face/id/{face_id}", json={"galleries": {"del": ["default"]}})
+    assert refused.status_code == 400 and refused.json()["param"] == "galleries"
+
+    assert (await api.delete(f"/v0/face/id/{face_id}")).status_code == 204
+    assert (await api.get(f"/v0/face/id/{face_id}")).status_code == 404
+    assert (await api.delete(f"/v0/face/id/{face_id}")).status_code == 404
+    gone = await api.post("/v0/identify", files={"photo": ("q.jpg", OBAMA2)})
+    assert next(iter(gone.json()["results"].values())) == []
+
+
+async def test_faces_are_paged_newest_first(api: httpx.AsyncClient) -> None:
+    ids = [(await _enroll(api, OBAMA, meta=f"m{i % 2}"))["id"] for i in range(5)]
+    first = (await api.get("/v0/faces", params={"limit": 2})).json()
+    assert [f["id"] for f in first["results"]] == ids[::-1][:2]
+    assert "prev_page" not in first
+    second = (await api.get(first["next_page"])).json()
+    assert [f["id"] for f in second["results"]] == ids[::-1][2:4]
+    back = (await api.get(second["prev_page"])).json()
+    assert [f["id"] for f in back["results"]] == ids[::-1][:2]
+    third = (await api.get(second["next_page"])).json()
+    assert [f["id"] for f in third["results"]] == ids[:1]
+    assert "next_page" not in third
+
+    by_meta = (await api.get("/v0/face/meta/m0")).json()["results"]
+    assert [f["id"] for f in by_meta] == [ids[0], ids[2], ids[4]]
+    metas = (await api.get("/v0/meta")).json()["results"]
+    assert [(m["meta"], m["count"], m["face"]["id"]) for m in metas] == [
+        ("m0", 3, ids[0]),
+        ("m1", 2, ids[1]),
+    ]
+
+
+async def test_photo_urls_are_fetched_directly(api: httpx.AsyncClient, photo_server: str) -> None:
+    url = f"{photo_server}/face_recognition/examples/obama.jpg"
+    added = await api.post("/v0/face", json={"photo": url, "meta": "by url"})
+    assert added.status_code == 200
+    assert added.json()["results"][0]["photo"] == url  # the seed shows the client's URL
+    redirected = await api.post("/v0/detect", json={"photo": f"{photo_server}/redirect"})
+    assert redirected.status_code == 400
+    assert redirected.json()["param"] == "photo"
+    assert "redirect" in redirected.json()["reason"]
+    form = await api.post(
+        "/v0/detect", data={"photo": f"{photo_server}/face_recognition/examples/biden.jpg"}
+    )
+    assert len(form.json()["faces"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "param"),
+    [
+        ({"files": {"photo": ("p.txt", b"hello, not a photo")}}, 415, "photo"),
+        (
+            {"files": {"photo": ("p.jpg", b"\xff\xd8\xff" + b"\0" * (10 * 1024 * 1024))}},
+            413,
+            "photo",
+        ),
+        ({"files": {"photo": ("p.jpg", OBAMA[: len(OBAMA) // 3])}}, 400, "photo"),
+        ({"json": {}}, 400, "photo"),
+        ({"json": {"photo": "file:///etc/passwd"}}, 400, "photo"),
+        ({"json": {"photo": "http://169.254.169.254/latest/meta-data/"}}, 400, "photo"),
+        (
+            {"files": {"photo": ("p.jpg", OBAMA)}, "data": {"mf_selector": "some"}},
+            400,
+            "mf_selector",
+        ),
+        ({"files": {"photo": ("p.jpg", OBAMA)}, "data": {"bbox": "[1, 2]"}}, 400, "bbox"),
+        ({"files": {"photo": ("p.jpg", OBAMA)}, "data": {"meta": "x" * 5000}}, 400, "meta"),
+    ],
+)
+async def test_bad_face_requests_are_precise_and_store_nothing(
+    api: httpx.AsyncClient, kwargs: dict[str, object], status: int, param: str
+) -> None:
+    response = await api.post("/v0/face", **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == "BAD_PARAM"
+    assert response.json()["param"] == param
+    assert (await api.get("/v0/faces")).json()["results"] == []
+
+
+async def test_malformed_json_and_bad_ids(api: httpx.AsyncClient) -> None:
+    broken = await api.post(
+        "/v0/detect", content=b'{"photo": ', headers={"Content-Type": "application/json"}
+    )
+    assert broken.status_code == 400 and broken.json()["code"] == "MALFORMED_JSON"
+    assert (await api.get("/v0/face/id/abc")).json()["code"] == "BAD_PARAM"
+    assert (await api.get("/v0/face/id/999999")).status_code == 404
