@@ -35,6 +35,7 @@ from facegrid.settings import ServiceSettings
 
 STATE_FILE = "stack.json"
 TOKEN_NOTE = "facegrid up"
+TOKEN_FILE = "token"
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
 
@@ -444,9 +445,16 @@ class Stack:
         return mongo.probe.target if mongo else str(self.settings.mongo_uri)
 
     def _token(self) -> str:
-        from facegrid.gateway.adapters import first_token
+        """The stack's API token, kept (mode 0600) in the data folder across restarts."""
+        from facegrid.gateway.adapters import kept_token
 
-        return first_token(self._mongo_uri(), self.settings.mongo_db, TOKEN_NOTE)
+        path = self.data_dir / TOKEN_FILE
+        saved = path.read_text().strip() if path.exists() else None
+        token = kept_token(self._mongo_uri(), self.settings.mongo_db, saved, TOKEN_NOTE)
+        if token != saved:
+            path.touch(mode=0o600)
+            path.write_text(token + "\n")
+        return token
 
     def _write_state(self, token: str | None) -> None:
         state = {
@@ -467,6 +475,7 @@ class Stack:
         path = self.data_dir / STATE_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
+        tmp.chmod(0o600)  # it holds the API token
         tmp.replace(path)
 
 

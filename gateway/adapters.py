@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import AsyncMongoClient, MongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
 from facegrid.gateway.core.errors import (
@@ -18,7 +18,7 @@ from facegrid.gateway.core.errors import (
     NotFound,
     ServiceUnavailable,
 )
-from facegrid.gateway.core.tokens import new_token
+from facegrid.gateway.core.tokens import new_token, token_digest
 from facegrid.v1 import controlplane_pb2 as cp
 from facegrid.v1 import controlplane_pb2_grpc
 
@@ -77,29 +77,34 @@ class MongoTokenStore:
 
     async def exists(self, token: str) -> bool:
         try:
-            return await self._tokens.find_one({"_id": token}, {"_id": 1}) is not None
+            found = await self._tokens.find_one({"_id": token_digest(token)}, {"_id": 1})
         except PyMongoError as e:
             raise ServiceUnavailable(f"token store unavailable: {e}") from e
+        return found is not None
 
 
 def create_token(mongo_uri: str, db: str, *, short: bool = False, note: str = "") -> str:
-    """Store a new API token and return it (the seed's `findface-facenapi.token`)."""
+    """Store a new API token's digest and return the token (the seed's
+    `findface-facenapi.token`); it cannot be read back from the database later."""
     token = new_token(short)
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=10_000)
     with client:
-        client[db].tokens.insert_one(
-            {"_id": token, "created_at": dt.datetime.now(dt.UTC), "note": note}
+        client[db].get_collection("tokens", write_concern=WriteConcern(w=1, j=True)).insert_one(
+            {"_id": token_digest(token), "created_at": dt.datetime.now(dt.UTC), "note": note}
         )
     return token
 
 
-def first_token(mongo_uri: str, db: str, note: str) -> str:
-    """The oldest token with this note, created if there is none (used by `facegrid up`)."""
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, serverSelectionTimeoutMS=10_000)
-    with client:
-        doc = client[db].tokens.find_one({"note": note}, sort=[("created_at", 1)])
-    if doc is not None:
-        return str(doc["_id"])
+def kept_token(mongo_uri: str, db: str, saved: str | None, note: str) -> str:
+    """`saved` if it is still a valid token, else a new one (used by `facegrid up`, which keeps
+    its token in its data folder because the database only has digests)."""
+    if saved:
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            mongo_uri, serverSelectionTimeoutMS=10_000
+        )
+        with client:
+            if client[db].tokens.find_one({"_id": token_digest(saved)}) is not None:
+                return saved
     return create_token(mongo_uri, db, note=note)
 
 

@@ -14,9 +14,12 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from facegrid import __version__
 from facegrid.gateway import face_routes
@@ -103,7 +106,10 @@ def create_app(backends: Backends) -> FastAPI:
         title="FaceGrid API",
         version=__version__,
         description="FindFace Enterprise Server SDK-compatible face recognition API.",
+        docs_url=None,
+        redoc_url=None,
     )
+    _register_docs(app)
     metrics = RequestMetrics("gateway", backends.registry)
 
     @app.middleware("http")
@@ -171,3 +177,42 @@ def create_app(backends: Backends) -> FastAPI:
         return Response(generate_latest(backends.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _register_docs(app: FastAPI) -> None:
+    """/docs lists the documented versions; /docs/<version> is the interactive reference of
+    one version, with its OpenAPI document. No token needed, and no CDN: Swagger UI's files are
+    served from the swagger-ui-bundle package."""
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    def versions() -> dict[str, Any]:
+        return {"versions": {v: f"/{v}/docs/{v}" for v in API_VERSIONS}}
+
+    def openapi_of(version: str) -> dict[str, Any]:
+        if version not in API_VERSIONS:
+            raise NotFound(f"no API version {version!r}", param="version", value=version)
+        document = dict(app.openapi())
+        document["paths"] = {
+            path: item
+            for path, item in document["paths"].items()
+            if path.startswith(f"/{version}/")
+        }
+        document["info"] = {**document["info"], "version": f"{__version__} ({version})"}
+        return document
+
+    def page(version: str) -> HTMLResponse:
+        openapi_of(version)  # 404 for an unknown version
+        return get_swagger_ui_html(
+            openapi_url=f"/docs/{version}/openapi.json",
+            title=f"FaceGrid API {version}",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+    app.add_api_route("/docs", versions, include_in_schema=False)
+    app.add_api_route("/docs/{version}", page, include_in_schema=False)
+    app.add_api_route("/docs/{version}/openapi.json", openapi_of, include_in_schema=False)
+    for prefix in API_VERSIONS:
+        app.add_api_route(f"/{prefix}/docs", versions, include_in_schema=False)
+        app.add_api_route(f"/{prefix}/docs/{{version}}", page, include_in_schema=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from typing import Protocol
 
@@ -9,7 +10,15 @@ from facegrid.gateway.core.errors import AuthFailed
 
 
 class TokenStore(Protocol):
-    async def exists(self, token: str) -> bool: ...
+    async def exists(self, token: str) -> bool:
+        """Whether the token is valid; stores keep only `token_digest`s, never tokens."""
+        ...
+
+
+def token_digest(token: str) -> str:
+    """What is stored for a token: its SHA-256. Tokens are long random strings, so a plain
+    hash suffices (no salt or stretching is needed against guessing)."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def new_token(short: bool = False) -> str:
