@@ -98,6 +98,7 @@ def _api_router(backends: Backends) -> APIRouter:
         return Response(status_code=204)
 
     face_routes.register(route, backends.faces, backends.fetcher)
+    face_routes.register_persons(route, backends.faces)
     return router
 
 

@@ -7,6 +7,7 @@ the path: /v1 adds gender, age and emotions.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -29,6 +30,7 @@ from facegrid.gateway.core.model import (
     parse_n,
     parse_threshold,
 )
+from facegrid.gateway.core.persons import HistoryQuery, check_cam_id, parse_cam_ids, parse_time
 from facegrid.gateway.core.ports import Detection, Extraction, MediaStore, Wanted
 from facegrid.gateway.params import Fetcher, Params, photo_param, read_params
 
@@ -144,8 +146,6 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
         photo = await photo_param(params, "photo", fetcher)
         chip = params.files.get("face0")
         cam_id = params.get("cam_id")
-        if cam_id is not None and not isinstance(cam_id, str):
-            raise BadParam("cam_id must be a string", param="cam_id", value=cam_id)
         added = await faces.add(
             photo,
             meta=parse_meta(params.get("meta")),
@@ -153,8 +153,9 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
             bboxes=parse_bboxes(params.get("bbox"), "bbox"),
             mf_selector=parse_mf_selector(params.get("mf_selector")),
             wanted=wanted(params, version_of(request)),
-            cam_id=cam_id or None,
+            cam_id=check_cam_id(cam_id) if cam_id else None,
             chip=chip,
+            timestamp=parse_time(params.get("timestamp"), "timestamp"),
         )
         return {"results": [face_body(f, request) for f in added]}
 
@@ -248,6 +249,100 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
         return await meta_listing(request, gallery)
 
 
+def register_persons(route: Registrar, faces: Faces) -> None:
+    """Persons and camera history (dynamic person creation, friend or foe)."""
+
+    @route("/persons", "GET", summary="All persons, newest first, paged by max_id")
+    async def list_persons(request: Request) -> dict[str, Any]:
+        params = Params(values=dict(request.query_params))
+        limit = parse_int(params.get("limit"), "limit", default=PAGE_SIZE, low=1, high=1000)
+        max_id = parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID)
+        found = await faces.persons(max_id, limit)
+        body: dict[str, Any] = {"results": [{"id": p.id, "meta": p.meta} for p in found]}
+        if len(found) == limit:
+            body["next_page"] = f"{request.url.path}?max_id={found[-1].id}&limit={limit}"
+        return body
+
+    @route("/person/id/{person_id}", "GET", summary="A person and their faces")
+    async def get_person(request: Request, person_id: str) -> dict[str, Any]:
+        person, person_faces = await faces.person(_face_id(person_id, "person_id"))
+        return {
+            "id": person.id,
+            "meta": person.meta,
+            "faces": [face_body(f, request) for f in person_faces],
+        }
+
+    @route("/person/history/id/{person_id}", "GET", summary="A person's camera history")
+    async def person_history(request: Request, person_id: str) -> dict[str, Any]:
+        params = await read_params(request)
+        query = _history_query(params, person_id=_face_id(person_id, "person_id"))
+        events = await faces.history(query)
+        return {
+            "results": [
+                {
+                    "person_id": e.person_id,
+                    "face_id": e.face_id,
+                    "cam_id": e.cam_id,
+                    "meta": e.meta,
+                    "screenshot": _absolute(e.screenshot, request),
+                    "timestamp": _iso(e.timestamp),
+                }
+                for e in events
+            ]
+        }
+
+    @route("/history/search", "POST", summary="Camera history events, newest first")
+    async def search_history(request: Request) -> dict[str, Any]:
+        params = await read_params(request)
+        person = params.get("person_id")
+        query = _history_query(
+            params,
+            person_id=None if person in (None, "") else _face_id(str(person), "person_id"),
+        )
+        events = await faces.history(query)
+        body: dict[str, Any] = {
+            "results": [
+                {
+                    "id": e.face_id,
+                    "person_id": e.person_id,
+                    "cam_id": e.cam_id,
+                    "friend": e.friend,
+                    "meta": e.meta,
+                    "photo": _absolute(e.photo, request),
+                    "photo_hash": e.photo_hash,
+                    "screenshot": _absolute(e.screenshot, request),
+                    "timestamp": _iso(e.timestamp),
+                    **e.bbox.as_dict(),
+                }
+                for e in events
+            ]
+        }
+        if query.limit and len(events) == query.limit:
+            body["next_page"] = f"{request.url.path}?max_id={events[-1].id}"
+        return body
+
+
+def _history_query(params: Params, person_id: int | None) -> HistoryQuery:
+    friend = params.get("friend")
+    return HistoryQuery(
+        person_id=person_id,
+        cam_ids=parse_cam_ids(params.get("cam_ids")),
+        start=parse_time(params.get("start"), "start"),
+        end=parse_time(params.get("end"), "end"),
+        friend=None if friend in (None, "") else parse_bool(friend, "friend"),
+        limit=parse_int(params.get("limit"), "limit", default=0, low=0, high=10_000),
+        max_id=parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID),
+    )
+
+
+def _absolute(path: str, request: Request) -> str:
+    return f"{base_url(request)}{path}" if path.startswith("/") else path
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
 def register_media(app: FastAPI, media: MediaStore) -> None:
     """Stored photos and faces, public like the seed's upload URLs (no token: <img> tags)."""
 
@@ -271,13 +366,13 @@ def _detected(face: Detection | Extraction) -> dict[str, Any]:
     return body
 
 
-def _face_id(raw: str) -> int:
+def _face_id(raw: str, param: str = "id") -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise BadParam("a face id is a positive integer", param="id", value=raw) from None
+        raise BadParam(f"{param} must be a positive integer", param=param, value=raw) from None
     if not 0 < value <= MAX_ID:
-        raise BadParam("a face id is a positive integer", param="id", value=raw)
+        raise BadParam(f"{param} must be a positive integer", param=param, value=raw)
     return value
 
 

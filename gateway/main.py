@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from typing import Any
 
@@ -20,8 +21,9 @@ from facegrid.gateway.adapters import ControlPlaneDirectory, MongoTokenStore, gr
 from facegrid.gateway.app import Backends, create_app
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.core.persons import PersonPolicy
 from facegrid.gateway.extractor_client import ExtractorClient
-from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore
+from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore, MongoHistoryStore
 from facegrid.gateway.settings import GatewaySettings
 from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
 from facegrid.settings import split_host_port
@@ -62,16 +64,31 @@ async def serve(settings: GatewaySettings) -> None:
         return lambda: grpc_serving(channel, HEALTH_TIMEOUT)
 
     store = MongoFaceStore(mongo, settings.mongo_db)
+    history = MongoHistoryStore(mongo, settings.mongo_db)
+    galleries = Galleries(ControlPlaneDirectory(channels["controlplane"], settings.call_timeout))
+    persons = PersonPolicy(
+        identify=settings.person_identify,
+        identify_global=settings.person_identify_global,
+        threshold=settings.person_identify_threshold,
+        friend_count=settings.friend_count,
+        friend_interval=dt.timedelta(seconds=settings.friend_interval),
+    )
     media = GridFsMedia(mongo, settings.mongo_db)
     placements = ControlPlanePlacements(channels["controlplane"], settings.call_timeout)
     shard_channels = ChannelPool()
     index = ShardRouter(placements, shard_channels, timeout=settings.search_timeout)
     policy = FetchPolicy(timeout=settings.fetch_timeout, allow=parse_networks(settings.fetch_allow))
     backends = Backends(
-        galleries=Galleries(ControlPlaneDirectory(channels["controlplane"], settings.call_timeout)),
+        galleries=galleries,
         tokens=MongoTokenStore(mongo, settings.mongo_db),
         faces=Faces(
-            ExtractorClient(channels["extractor"], settings.call_timeout), index, store, media
+            ExtractorClient(channels["extractor"], settings.call_timeout),
+            index,
+            store,
+            media,
+            galleries,
+            history,
+            persons,
         ),
         media=media,
         fetcher=lambda url: fetch(url, policy),
@@ -95,6 +112,7 @@ async def serve(settings: GatewaySettings) -> None:
     )
     try:
         await store.ensure_indexes()
+        await history.ensure_indexes()
     except PyMongoError as e:
         log.warning("could not create MongoDB indexes yet (%s); queries may be slow", e)
     watcher = asyncio.create_task(placements.watch())

@@ -6,6 +6,7 @@ database. Every query the API makes has an index (`ensure_indexes`).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from pymongo.errors import PyMongoError
 
 from facegrid.gateway.core.errors import ServiceUnavailable
 from facegrid.gateway.core.model import Attributes, BBox, Face
+from facegrid.gateway.core.persons import Event, HistoryQuery, Person
 from facegrid.gateway.core.ports import MetaSummary, NewFace
 
 MEDIA_PREFIX = "/media/"
@@ -52,6 +54,8 @@ def _face(doc: Doc) -> Face:
         cam_id=doc.get("cam_id"),
         attributes=attributes,
         model=doc.get("model", ""),
+        hidden_galleries=tuple(doc.get("hidden_galleries", ())),
+        friend=doc.get("friend"),
     )
 
 
@@ -76,6 +80,10 @@ def _doc(new: NewFace) -> Doc:
         doc["person_id"] = face.person_id
     if face.cam_id is not None:
         doc["cam_id"] = face.cam_id
+    if face.hidden_galleries:
+        doc["hidden_galleries"] = list(face.hidden_galleries)
+    if face.friend is not None:
+        doc["friend"] = face.friend
     if face.attributes is not None:
         a = face.attributes
         doc["attributes"] = {
@@ -208,6 +216,14 @@ class MongoFaceStore:
             if g["first"] in faces
         ]
 
+    async def by_person(self, person_id: int) -> list[Face]:
+        query = {"state": ACTIVE, "person_id": person_id}
+        cursor = self._faces.find(query, {"facen": 0}).sort("_id", ASCENDING)
+        return [_face(d) async for d in cursor]
+
+    async def set_friend(self, face_id: int, friend: bool) -> None:
+        await self._call(self._faces.update_one({"_id": face_id}, {"$set": {"friend": friend}}))
+
     async def ids_in_gallery(self, gallery: str) -> list[int]:
         cursor = self._faces.find({"galleries": gallery}, {"_id": 1})
         return [int(d["_id"]) async for d in cursor]
@@ -216,6 +232,132 @@ class MongoFaceStore:
         await self._call(
             self._faces.update_many({"galleries": gallery}, {"$pull": {"galleries": gallery}})
         )
+
+    async def _call(self, operation: Any) -> Any:
+        try:
+            return await operation
+        except PyMongoError as e:
+            raise ServiceUnavailable(f"database unavailable: {e}") from e
+
+
+async def _next(counters: Any, name: str) -> int:
+    try:
+        counter = await counters.find_one_and_update(
+            {"_id": name}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+    except PyMongoError as e:
+        raise ServiceUnavailable(f"database unavailable: {e}") from e
+    return int(counter["seq"])
+
+
+def _event(doc: Doc) -> Event:
+    box = doc["bbox"]
+    return Event(
+        id=int(doc["_id"]),
+        face_id=int(doc["face_id"]),
+        cam_id=doc["cam_id"],
+        timestamp=doc["timestamp"],
+        bbox=BBox(box["x1"], box["y1"], box["x2"], box["y2"]),
+        meta=doc.get("meta", ""),
+        photo=doc.get("photo", ""),
+        photo_hash=doc.get("photo_hash", ""),
+        screenshot=doc.get("screenshot", ""),
+        person_id=doc.get("person_id"),
+        friend=bool(doc.get("friend", False)),
+    )
+
+
+def _day(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).date().isoformat()
+
+
+class MongoHistoryStore:
+    """Persons and camera history events (journaled, like faces)."""
+
+    def __init__(self, client: AsyncMongoClient[Doc], db: str) -> None:
+        database = client[db]
+        journaled = WriteConcern(w=1, j=True)
+        self._persons = database.get_collection("persons", write_concern=journaled)
+        self._events = database.get_collection("history", write_concern=journaled)
+        self._counters = database.get_collection("counters", write_concern=journaled)
+
+    async def ensure_indexes(self) -> None:
+        await self._events.create_index([("person_id", ASCENDING), ("_id", DESCENDING)])
+        await self._events.create_index(
+            [("person_id", ASCENDING), ("cam_id", ASCENDING), ("day", ASCENDING)]
+        )
+        await self._events.create_index([("cam_id", ASCENDING), ("_id", DESCENDING)])
+        await self._events.create_index([("timestamp", ASCENDING)])
+
+    async def next_event_id(self) -> int:
+        return await _next(self._counters, "history")
+
+    async def next_person_id(self) -> int:
+        return await _next(self._counters, "persons")
+
+    async def add_person(self, person: Person) -> None:
+        await self._call(
+            self._persons.insert_one(
+                {"_id": person.id, "meta": person.meta, "created_at": person.created_at}
+            )
+        )
+
+    async def person(self, person_id: int) -> Person | None:
+        doc = await self._call(self._persons.find_one({"_id": person_id}))
+        return Person(int(doc["_id"]), doc.get("meta", ""), doc["created_at"]) if doc else None
+
+    async def persons(self, max_id: int | None, limit: int) -> list[Person]:
+        query: Doc = {} if max_id is None else {"_id": {"$lt": max_id}}
+        cursor = self._persons.find(query).sort("_id", DESCENDING).limit(limit)
+        return [Person(int(d["_id"]), d.get("meta", ""), d["created_at"]) async for d in cursor]
+
+    async def add_event(self, event: Event) -> None:
+        doc: Doc = {
+            "_id": event.id,
+            "face_id": event.face_id,
+            "cam_id": event.cam_id,
+            "timestamp": event.timestamp,
+            "day": _day(event.timestamp),
+            "bbox": event.bbox.as_dict(),
+            "meta": event.meta,
+            "photo": event.photo,
+            "photo_hash": event.photo_hash,
+            "screenshot": event.screenshot,
+            "person_id": event.person_id,
+            "friend": event.friend,
+        }
+        await self._call(self._events.insert_one(doc))
+
+    async def seen_on(self, person_id: int, cam_id: str, day: dt.datetime) -> bool:
+        query = {"person_id": person_id, "cam_id": cam_id, "day": _day(day)}
+        return await self._call(self._events.find_one(query, {"_id": 1})) is not None
+
+    async def days_seen(self, person_id: int, cam_id: str, since: dt.datetime) -> int:
+        query = {"person_id": person_id, "cam_id": cam_id, "timestamp": {"$gte": since}}
+        days = {d["day"] async for d in self._events.find(query, {"day": 1})}
+        return len(days)
+
+    async def events(self, query: HistoryQuery) -> list[Event]:
+        match: Doc = {}
+        if query.person_id is not None:
+            match["person_id"] = query.person_id
+        if query.cam_ids:
+            match["cam_id"] = {"$in": list(query.cam_ids)}
+        if query.start or query.end:
+            window: Doc = {}
+            if query.start:
+                window["$gte"] = query.start
+            if query.end:
+                window["$lte"] = query.end
+            match["timestamp"] = window
+        if query.friend is not None:
+            match["friend"] = query.friend
+        if query.max_id is not None:
+            match["_id"] = {"$lt": query.max_id}
+        cursor = self._events.find(match).sort("_id", DESCENDING)
+        if query.limit:
+            cursor = cursor.limit(query.limit)
+        return [_event(d) async for d in cursor]
 
     async def _call(self, operation: Any) -> Any:
         try:

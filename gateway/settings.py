@@ -34,3 +34,18 @@ class GatewaySettings(ServiceSettings):
             "loopback, private and link-local addresses are refused otherwise"
         ),
     )
+    person_identify: bool = Field(
+        False, description="dynamic person creation: give faces posted with a cam_id a person"
+    )
+    person_identify_global: bool = Field(
+        False, description="identify persons across all cameras instead of per camera"
+    )
+    person_identify_threshold: float = Field(
+        0.75, ge=0, le=1, description="confidence at which a face joins an existing person"
+    )
+    friend_count: int = Field(
+        5, ge=1, description="days a person must be seen by a camera to be its friend"
+    )
+    friend_interval: float = Field(
+        604800, gt=0, description="seconds looked back for friend_count days (a week)"
+    )

@@ -10,6 +10,7 @@ removes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
@@ -19,7 +20,16 @@ import numpy as np
 
 from facegrid import confidence
 from facegrid.gateway.core.errors import ApiError, BadParam, NotFound
+from facegrid.gateway.core.galleries import Galleries
 from facegrid.gateway.core.model import DEFAULT_GALLERY, BBox, Face
+from facegrid.gateway.core.persons import (
+    Event,
+    HistoryQuery,
+    HistoryStore,
+    Person,
+    PersonPolicy,
+    is_friend,
+)
 from facegrid.gateway.core.ports import (
     Detection,
     Extracted,
@@ -146,11 +156,17 @@ class Faces:
         index: FaceIndex,
         store: FaceStore,
         media: MediaStore,
+        galleries: Galleries,
+        history: HistoryStore,
+        policy: PersonPolicy | None = None,
     ) -> None:
         self._extractor = extractor
         self._index = index
         self._store = store
         self._media = media
+        self._galleries = galleries
+        self._history = history
+        self.policy = policy or PersonPolicy()
 
     # -- finding faces on photos ----------------------------------------------------------------
 
@@ -273,8 +289,15 @@ class Faces:
         stored_photo = await self._media.put(f"{photo_hash}.{ext}", photo.data, content_type)
         ids = await self._store.next_ids(len(extracted.faces))
         when = timestamp or dt.datetime.now(dt.UTC)
+        persons: list[int | None] = [None] * len(ids)
+        hidden: tuple[str, ...] = ()
+        if cam_id is not None and self.policy.identify:
+            gallery = self.policy.gallery_for(cam_id)
+            await self._galleries.ensure_internal(gallery)
+            persons = [await self._person_for(gallery, f.facen, meta) for f in extracted.faces]
+            hidden = (gallery,)
         new_faces = []
-        for face_id, face in zip(ids, extracted.faces, strict=True):
+        for face_id, face, person_id in zip(ids, extracted.faces, persons, strict=True):
             normalized = ""
             if face.normalized:
                 normalized = await self._media.put(
@@ -293,6 +316,8 @@ class Faces:
                 cam_id=cam_id,
                 attributes=face.attributes,
                 model=extracted.model,
+                person_id=person_id,
+                hidden_galleries=hidden,
                 extra={"stored_photo": stored_photo, "quality": face.quality},
             )
             new_faces.append(NewFace(record, face.facen))
@@ -300,16 +325,75 @@ class Faces:
         added: list[Face] = []
         try:
             for new in new_faces:
-                await self._index.add(new.face.id, new.facen, galleries)
+                await self._index.add(new.face.id, new.facen, new.face.index_galleries)
                 added.append(new.face)
         except BaseException:
             await asyncio.gather(
-                *(self._index.delete(f.id, galleries) for f in added), return_exceptions=True
+                *(self._index.delete(f.id, f.index_galleries) for f in added),
+                return_exceptions=True,
             )
             await self._store.remove(ids)
             raise
         await self._store.activate(ids)
-        return [n.face for n in new_faces]
+        if cam_id is None:
+            return [n.face for n in new_faces]
+        return [await self._record_event(n.face) for n in new_faces]
+
+    async def _person_for(self, gallery: str, facen: bytes, meta: str) -> int:
+        """The person of the most similar face seen before, or a new person."""
+        outcome = await self._index.search(gallery, facen, 1, self.policy.max_distance)
+        if outcome.hits:
+            reference = await self._store.get_many([outcome.hits[0][0]])
+            face = reference.get(outcome.hits[0][0])
+            if face is not None and face.person_id is not None:
+                return face.person_id
+        person = Person(await self._history.next_person_id(), meta, dt.datetime.now(dt.UTC))
+        await self._history.add_person(person)
+        return person.id
+
+    async def _record_event(self, face: Face) -> Face:
+        """Write the face's history event; returns the face with its friend verdict."""
+        assert face.cam_id is not None
+        friend = False
+        event = Event(
+            id=await self._history.next_event_id(),
+            face_id=face.id,
+            cam_id=face.cam_id,
+            timestamp=face.timestamp,
+            bbox=face.bbox,
+            meta=face.meta,
+            photo=face.photo,
+            photo_hash=face.photo_hash,
+            screenshot=face.thumbnail,
+            person_id=face.person_id,
+            friend=False,
+        )
+        if face.person_id is not None and self.policy.identify:
+            since = face.timestamp - self.policy.friend_interval
+            seen = await self._history.days_seen(face.person_id, face.cam_id, since)
+            # Today counts whether or not an earlier event today was recorded already.
+            today_new = not await self._history.seen_on(face.person_id, face.cam_id, face.timestamp)
+            friend = is_friend(seen + today_new, self.policy)
+            event = dataclasses.replace(event, friend=friend)
+        await self._history.add_event(event)
+        if not self.policy.identify:
+            return face
+        await self._store.set_friend(face.id, friend)
+        return face.with_changes(friend=friend)
+
+    # -- persons and history --------------------------------------------------------------------
+
+    async def person(self, person_id: int) -> tuple[Person, list[Face]]:
+        person = await self._history.person(person_id)
+        if person is None:
+            raise NotFound(f"person {person_id} does not exist", param="id", value=person_id)
+        return person, await self._store.by_person(person_id)
+
+    async def persons(self, max_id: int | None, limit: int) -> list[Person]:
+        return await self._history.persons(max_id, limit)
+
+    async def history(self, query: HistoryQuery) -> list[Event]:
+        return await self._history.events(query)
 
     # -- reading and changing stored faces ------------------------------------------------------
 
@@ -350,7 +434,7 @@ class Faces:
 
     async def delete(self, face_id: int) -> None:
         face = await self.get(face_id)
-        await self._index.delete(face_id, list(face.galleries))
+        await self._index.delete(face_id, face.index_galleries)
         await self._store.remove([face_id])
 
     async def page(

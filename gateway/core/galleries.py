@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Protocol
 
-from facegrid.gateway.core.errors import BadParam
+from facegrid.gateway.core.errors import AlreadyExists, BadParam
+from facegrid.gateway.core.persons import INTERNAL_PREFIX, is_internal
 
 _GALLERY_NAME = re.compile(r"[a-zA-Z0-9_-]{1,48}")
 
@@ -27,6 +29,12 @@ def check_gallery_name(name: str) -> str:
             param="gallery",
             value=name,
         )
+    if is_internal(name):
+        raise BadParam(
+            f"gallery names starting with {INTERNAL_PREFIX!r} are reserved",
+            param="gallery",
+            value=name,
+        )
     return name
 
 
@@ -35,7 +43,13 @@ class Galleries:
         self._directory = directory
 
     async def list(self) -> list[str]:
-        return await self._directory.list_galleries()
+        return [g for g in await self._directory.list_galleries() if not is_internal(g)]
+
+    async def ensure_internal(self, name: str) -> None:
+        """Create one of the gateway's own galleries unless it exists."""
+        assert is_internal(name)
+        with contextlib.suppress(AlreadyExists):
+            await self._directory.create_gallery(name)
 
     async def create(self, name: str) -> None:
         await self._directory.create_gallery(check_gallery_name(name))

@@ -234,7 +234,15 @@ class Face:
     attributes: Attributes | None = None
     # Which model made the stored vector (a later migration must know).
     model: str = ""
+    # The gateway's own galleries the vector is also in (person identification); not shown.
+    hidden_galleries: tuple[str, ...] = ()
+    # Friend-or-foe verdict when the face was posted from a camera with persons on.
+    friend: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def index_galleries(self) -> list[str]:
+        return [*self.galleries, *self.hidden_galleries]
 
     def as_dict(self, version: str, base_url: str = "") -> dict[str, Any]:
         """The API's face object; stored media paths become URLs under base_url."""
@@ -254,6 +262,8 @@ class Face:
             body["person_id"] = self.person_id
         if self.cam_id is not None:
             body["cam_id"] = self.cam_id
+        if self.friend is not None:
+            body["friend"] = self.friend
         if version != "v0" and self.attributes is not None:
             body.update(self.attributes.as_dict())
         return body

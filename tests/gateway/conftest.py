@@ -20,7 +20,7 @@ from facegrid.gateway.app import Backends, create_app
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
 from facegrid.gateway.extractor_client import ExtractorClient
-from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore
+from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore, MongoHistoryStore
 from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
 
 
@@ -37,6 +37,8 @@ async def backends(
     store = MongoFaceStore(mongo, mongo_db)
     await store.ensure_indexes()
     media = GridFsMedia(mongo, mongo_db)
+    history = MongoHistoryStore(mongo, mongo_db)
+    await history.ensure_indexes()
     policy = FetchPolicy(timeout=5, allow=parse_networks(["127.0.0.0/8"]))
     shard_channels = ChannelPool()
     async with (
@@ -44,11 +46,14 @@ async def backends(
         grpc.aio.insecure_channel(extractor_address) as extractor,
     ):
         router = ShardRouter(ControlPlanePlacements(control, timeout=5), shard_channels)
+        galleries = Galleries(ControlPlaneDirectory(control, timeout=5))
         yield Backends(
-            galleries=Galleries(ControlPlaneDirectory(control, timeout=5)),
+            galleries=galleries,
             tokens=MongoTokenStore(mongo, mongo_db),
             registry=CollectorRegistry(),
-            faces=Faces(ExtractorClient(extractor, timeout=30), router, store, media),
+            faces=Faces(
+                ExtractorClient(extractor, timeout=30), router, store, media, galleries, history
+            ),
             media=media,
             fetcher=lambda url: fetch(url, policy),
         )
