@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pymongo import AsyncMongoClient, MongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
+from facegrid.gateway.core.cameras import Camera, CameraFields, Region
 from facegrid.gateway.core.errors import (
     AlreadyExists,
     ApiError,
@@ -69,6 +70,78 @@ class ControlPlaneDirectory:
             )
         except grpc.aio.AioRpcError as e:
             raise api_error("control plane", e, param="gallery", value=name) from e
+
+
+def _camera(message: cp.Camera) -> Camera:
+    def region(name: str) -> Region | None:
+        if not message.HasField(name):  # type: ignore[arg-type]
+            return None
+        r = getattr(message, name)
+        return (r.width, r.height, r.x, r.y)
+
+    return Camera(
+        message.id,
+        message.url,
+        message.detector,
+        message.meta,
+        message.active,
+        region("rot"),
+        region("roi"),
+    )
+
+
+def _wire_region(region: Region | None) -> cp.Region | None:
+    if region is None:
+        return None
+    width, height, x, y = region
+    return cp.Region(width=width, height=height, x=x, y=y)
+
+
+class ControlPlaneCameras:
+    """CameraDirectory over the ControlPlane contract."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout: float) -> None:
+        self._stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+        self._timeout = timeout
+
+    async def _call(self, method: str, request: Any, **context: Any) -> Any:
+        try:
+            return await getattr(self._stub, method)(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as e:
+            raise api_error("control plane", e, **context) from e
+
+    async def create(self, fields: CameraFields) -> Camera:
+        request = cp.CreateCameraRequest(
+            url=fields.url or "",
+            detector=fields.detector or "",
+            meta=fields.meta or "",
+            active=True if fields.active is None else fields.active,
+            rot=_wire_region(fields.rot),
+            roi=_wire_region(fields.roi),
+        )
+        return _camera(await self._call("CreateCamera", request))
+
+    async def get(self, camera_id: str) -> Camera:
+        request = cp.GetCameraRequest(id=camera_id)
+        return _camera(await self._call("GetCamera", request, param="id", value=camera_id))
+
+    async def list(self) -> list[Camera]:
+        response = await self._call("ListCameras", cp.ListCamerasRequest())
+        return [_camera(c) for c in response.cameras]
+
+    async def update(self, camera_id: str, fields: CameraFields) -> Camera:
+        request = cp.UpdateCameraRequest(
+            id=camera_id, rot=_wire_region(fields.rot), roi=_wire_region(fields.roi)
+        )
+        for name in ("url", "detector", "meta", "active"):
+            value = getattr(fields, name)
+            if value is not None:
+                setattr(request, name, value)
+        return _camera(await self._call("UpdateCamera", request, param="id", value=camera_id))
+
+    async def delete(self, camera_id: str) -> None:
+        request = cp.DeleteCameraRequest(id=camera_id)
+        await self._call("DeleteCamera", request, param="id", value=camera_id)
 
 
 class MongoTokenStore:

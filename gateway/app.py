@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from facegrid import __version__
-from facegrid.gateway import face_routes
+from facegrid.gateway import camera_routes, face_routes
+from facegrid.gateway.core.cameras import CameraDirectory
 from facegrid.gateway.core.errors import ApiError, BadParam, MethodNotAllowed, NotFound
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
@@ -43,6 +44,7 @@ class Backends:
     tokens: TokenStore
     registry: CollectorRegistry
     faces: Faces
+    cameras: CameraDirectory
     media: MediaStore
     # Fetches a photo URL (SSRF-guarded in production: facegrid.fetch).
     fetcher: Fetcher
@@ -99,6 +101,7 @@ def _api_router(backends: Backends) -> APIRouter:
 
     face_routes.register(route, backends.faces, backends.fetcher)
     face_routes.register_persons(route, backends.faces)
+    camera_routes.register(route, backends.cameras)
     return router
 
 

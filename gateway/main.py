@@ -17,7 +17,12 @@ from redis.exceptions import RedisError
 
 from facegrid.entrypoint import run_service
 from facegrid.fetch import FetchPolicy, fetch, parse_networks
-from facegrid.gateway.adapters import ControlPlaneDirectory, MongoTokenStore, grpc_serving
+from facegrid.gateway.adapters import (
+    ControlPlaneCameras,
+    ControlPlaneDirectory,
+    MongoTokenStore,
+    grpc_serving,
+)
 from facegrid.gateway.app import Backends, create_app
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
@@ -90,6 +95,7 @@ async def serve(settings: GatewaySettings) -> None:
             history,
             persons,
         ),
+        cameras=ControlPlaneCameras(channels["controlplane"], settings.call_timeout),
         media=media,
         fetcher=lambda url: fetch(url, policy),
         registry=REGISTRY,

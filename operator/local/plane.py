@@ -13,10 +13,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from facegrid.operator.core.cameras import CameraChange, Region
 from facegrid.operator.core.placement import (
     DEFAULT_GALLERY,
     AlreadyExists,
-    InvalidRequest,
     Placement,
     Refused,
     ShardRef,
@@ -109,10 +109,20 @@ class LocalControlPlane:
 
     # -- cameras --------------------------------------------------------------------------------
 
-    async def create_camera(self, url: str, detector: str, meta: str, active: bool) -> CameraRecord:
-        if not url:
-            raise InvalidRequest("camera url is required")
-        return await self._store.insert_camera(url, detector, meta, active)
+    async def create_camera(
+        self,
+        url: str,
+        detector: str,
+        meta: str,
+        active: bool,
+        rot: Region | None = None,
+        roi: Region | None = None,
+    ) -> CameraRecord:
+        """A camera; its url may be empty when an external detector posts its faces."""
+        return await self._store.insert_camera(url, detector, meta, active, rot, roi)
+
+    async def update_camera(self, camera_id: str, change: CameraChange) -> CameraRecord:
+        return await self._store.update_camera(camera_id, change)
 
     async def get_camera(self, camera_id: str) -> CameraRecord:
         return await self._store.get_camera(camera_id)

@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from facegrid.grpcserver import Context, StatusTable, abort_with
+from facegrid.operator.core.cameras import CameraChange, Region
 from facegrid.operator.core.placement import (
     AlreadyExists,
     ControlPlaneError,
@@ -65,7 +66,7 @@ def _gallery(g: GalleryRecord) -> pb.Gallery:
 
 
 def _camera(c: CameraRecord) -> pb.Camera:
-    return pb.Camera(
+    camera = pb.Camera(
         id=c.id,
         url=c.url,
         detector=c.detector,
@@ -73,6 +74,22 @@ def _camera(c: CameraRecord) -> pb.Camera:
         active=c.active,
         created_at=_timestamp(c.created_at),
     )
+    if c.rot is not None:
+        camera.rot.CopyFrom(_wire_region(c.rot))
+    if c.roi is not None:
+        camera.roi.CopyFrom(_wire_region(c.roi))
+    return camera
+
+
+def _wire_region(r: Region) -> pb.Region:
+    return pb.Region(width=r.width, height=r.height, x=r.x, y=r.y)
+
+
+def _region(message: pb.CreateCameraRequest | pb.UpdateCameraRequest, name: str) -> Region | None:
+    if not message.HasField(name):  # type: ignore[arg-type]
+        return None
+    r = getattr(message, name)
+    return Region(r.width, r.height, r.x, r.y)
 
 
 class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
@@ -98,11 +115,31 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
         return pb.DeleteGalleryResponse()
 
     async def CreateCamera(self, request: pb.CreateCameraRequest, context: Context) -> pb.Camera:
-        camera = await _call(
-            context,
-            self._plane.create_camera(request.url, request.detector, request.meta, request.active),
-        )
-        return _camera(camera)
+        async def create() -> CameraRecord:
+            return await self._plane.create_camera(
+                request.url,
+                request.detector,
+                request.meta,
+                request.active,
+                _region(request, "rot"),
+                _region(request, "roi"),
+            )
+
+        return _camera(await _call(context, create()))
+
+    async def UpdateCamera(self, request: pb.UpdateCameraRequest, context: Context) -> pb.Camera:
+        async def update() -> CameraRecord:
+            change = CameraChange(
+                url=request.url if request.HasField("url") else None,
+                detector=request.detector if request.HasField("detector") else None,
+                meta=request.meta if request.HasField("meta") else None,
+                active=request.active if request.HasField("active") else None,
+                rot=_region(request, "rot"),
+                roi=_region(request, "roi"),
+            )
+            return await self._plane.update_camera(request.id, change)
+
+        return _camera(await _call(context, update()))
 
     async def GetCamera(self, request: pb.GetCameraRequest, context: Context) -> pb.Camera:
         return _camera(await _call(context, self._plane.get_camera(request.id)))

@@ -10,9 +10,10 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from facegrid.operator.core.cameras import CameraChange, Region
 from facegrid.operator.core.placement import (
     AlreadyExists,
     NotFound,
@@ -38,6 +39,8 @@ class CameraRecord:
     meta: str
     active: bool
     created_at: dt.datetime
+    rot: Region | None = None
+    roi: Region | None = None
 
 
 def _placement_doc(p: Placement) -> dict[str, Any]:
@@ -63,7 +66,14 @@ def _gallery(doc: dict[str, Any]) -> GalleryRecord:
 
 def _camera(doc: dict[str, Any]) -> CameraRecord:
     return CameraRecord(
-        doc["_id"], doc["url"], doc["detector"], doc["meta"], doc["active"], doc["created_at"]
+        doc["_id"],
+        doc["url"],
+        doc["detector"],
+        doc["meta"],
+        doc["active"],
+        doc["created_at"],
+        Region(*doc["rot"]) if doc.get("rot") else None,
+        Region(*doc["roi"]) if doc.get("roi") else None,
     )
 
 
@@ -112,7 +122,15 @@ class Store:
         if result.deleted_count == 0:
             raise NotFound(f"gallery {name!r} does not exist")
 
-    async def insert_camera(self, url: str, detector: str, meta: str, active: bool) -> CameraRecord:
+    async def insert_camera(
+        self,
+        url: str,
+        detector: str,
+        meta: str,
+        active: bool,
+        rot: Region | None = None,
+        roi: Region | None = None,
+    ) -> CameraRecord:
         doc = {
             "_id": new_camera_id(),
             "url": url,
@@ -120,8 +138,28 @@ class Store:
             "meta": meta,
             "active": active,
             "created_at": _now(),
+            "rot": rot.as_list() if rot else None,
+            "roi": roi.as_list() if roi else None,
         }
         await self._run(self._db.cameras.insert_one(doc))
+        return _camera(doc)
+
+    async def update_camera(self, camera_id: str, change: CameraChange) -> CameraRecord:
+        fields: dict[str, Any] = {
+            "rot": change.rot.as_list() if change.rot else None,
+            "roi": change.roi.as_list() if change.roi else None,
+        }
+        for name in ("url", "detector", "meta", "active"):
+            value = getattr(change, name)
+            if value is not None:
+                fields[name] = value
+        doc = await self._run(
+            self._db.cameras.find_one_and_update(
+                {"_id": camera_id}, {"$set": fields}, return_document=ReturnDocument.AFTER
+            )
+        )
+        if doc is None:
+            raise NotFound(f"camera {camera_id!r} does not exist")
         return _camera(doc)
 
     async def get_camera(self, camera_id: str) -> CameraRecord:

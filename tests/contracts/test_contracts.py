@@ -57,6 +57,7 @@ def test_generated_code_matches_the_proto_files() -> None:
                 "CreateCamera",
                 "GetCamera",
                 "ListCameras",
+                "UpdateCamera",
                 "DeleteCamera",
                 "GetPlacement",
                 "WatchPlacements",

@@ -106,6 +106,31 @@ async def test_camera_lifecycle(plane: controlplane_pb2_grpc.ControlPlaneStub) -
     assert await _code(plane.GetCamera(cp.GetCameraRequest(id=camera.id))) == (
         grpc.StatusCode.NOT_FOUND
     )
-    assert await _code(plane.CreateCamera(cp.CreateCameraRequest(url=""))) == (
-        grpc.StatusCode.INVALID_ARGUMENT
-    )
+    bad_region = cp.CreateCameraRequest(url="rtsp://x", rot=cp.Region(width=0, height=5))
+    assert await _code(plane.CreateCamera(bad_region)) == grpc.StatusCode.INVALID_ARGUMENT
+    # A camera without a stream: an external detector posts its faces.
+    assert (await plane.CreateCamera(cp.CreateCameraRequest(detector="ext"))).url == ""
+
+
+async def test_camera_updates_keep_fields_but_replace_regions(controlplane_address: str) -> None:
+    async with grpc.aio.insecure_channel(controlplane_address) as channel:
+        plane = controlplane_pb2_grpc.ControlPlaneStub(channel)
+        created = await plane.CreateCamera(
+            cp.CreateCameraRequest(
+                url="rtsp://cam/1",
+                meta="door",
+                rot=cp.Region(width=120, height=120, x=35, y=50),
+                roi=cp.Region(width=100, height=100, x=40, y=50),
+            )
+        )
+        assert created.HasField("rot") and created.roi.width == 100
+        moved = await plane.UpdateCamera(
+            cp.UpdateCameraRequest(id=created.id, url="rtsp://cam/2", roi=created.roi)
+        )
+        assert (moved.url, moved.meta) == ("rtsp://cam/2", "door")
+        assert not moved.HasField("rot")  # left out of the PUT: removed, as in the seed
+        assert moved.roi == created.roi
+        read = await plane.GetCamera(cp.GetCameraRequest(id=created.id))
+        assert read == moved
+        missing = plane.UpdateCamera(cp.UpdateCameraRequest(id="nope"))
+        assert await _code(missing) == grpc.StatusCode.NOT_FOUND

@@ -15,7 +15,12 @@ from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
 from facegrid.fetch import FetchPolicy, fetch, parse_networks
-from facegrid.gateway.adapters import ControlPlaneDirectory, MongoTokenStore, create_token
+from facegrid.gateway.adapters import (
+    ControlPlaneCameras,
+    ControlPlaneDirectory,
+    MongoTokenStore,
+    create_token,
+)
 from facegrid.gateway.app import Backends, create_app
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
@@ -54,6 +59,7 @@ async def backends(
             faces=Faces(
                 ExtractorClient(extractor, timeout=30), router, store, media, galleries, history
             ),
+            cameras=ControlPlaneCameras(control, timeout=5),
             media=media,
             fetcher=lambda url: fetch(url, policy),
         )

@@ -97,6 +97,7 @@ async def test_backend_outage_is_service_unavailable(
             tokens=backends.tokens,
             registry=CollectorRegistry(),
             faces=backends.faces,
+            cameras=backends.cameras,
             media=backends.media,
             fetcher=backends.fetcher,
             readiness={"controlplane": _false, "mongodb": _true},

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x61\x63\x65grid/v1/controlplane.proto\x12\x0b\x66\x61\x63\x65grid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x05Shard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x03(\t\"z\n\tPlacement\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\nslot_count\x18\x03 \x01(\r\x12\"\n\x06shards\x18\x04 \x03(\x0b\x32\x12.facegrid.v1.Shard\x12\x13\n\x0bslot_shards\x18\x05 \x03(\r\"r\n\x07Gallery\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\tplacement\x18\x03 \x01(\x0b\x32\x16.facegrid.v1.Placement\"$\n\x14\x43reateGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11GetGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14ListGalleriesRequest\"@\n\x15ListGalleriesResponse\x12\'\n\tgalleries\x18\x01 \x03(\x0b\x32\x14.facegrid.v1.Gallery\"$\n\x14\x44\x65leteGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteGalleryResponse\"\x81\x01\n\x06\x43\x61mera\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x03 \x01(\t\x12\x0c\n\x04meta\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\x13\x43reateCameraRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x02 \x01(\t\x12\x0c\n\x04meta\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\"\x1e\n\x10GetCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x12ListCamerasRequest\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\";\n\x13ListCamerasResponse\x12$\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x13.facegrid.v1.Camera\"!\n\x13\x44\x65leteCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteCameraResponse\"&\n\x13GetPlacementRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\"\x18\n\x16WatchPlacementsRequest\"\xa4\x01\n\x0ePlacementEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .facegrid.v1.PlacementEvent.Kind\x12)\n\tplacement\x18\x02 \x01(\x0b\x32\x16.facegrid.v1.Placement\"7\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08UPSERTED\x10\x01\x12\x0b\n\x07\x44\x45LETED\x10\x02\x32\x9c\x06\n\x0c\x43ontrolPlane\x12H\n\rCreateGallery\x12!.facegrid.v1.CreateGalleryRequest\x1a\x14.facegrid.v1.Gallery\x12\x42\n\nGetGallery\x12\x1e.facegrid.v1.GetGalleryRequest\x1a\x14.facegrid.v1.Gallery\x12V\n\rListGalleries\x12!.facegrid.v1.ListGalleriesRequest\x1a\".facegrid.v1.ListGalleriesResponse\x12V\n\rDeleteGallery\x12!.facegrid.v1.DeleteGalleryRequest\x1a\".facegrid.v1.DeleteGalleryResponse\x12\x45\n\x0c\x43reateCamera\x12 .facegrid.v1.CreateCameraRequest\x1a\x13.facegrid.v1.Camera\x12?\n\tGetCamera\x12\x1d.facegrid.v1.GetCameraRequest\x1a\x13.facegrid.v1.Camera\x12P\n\x0bListCameras\x12\x1f.facegrid.v1.ListCamerasRequest\x1a .facegrid.v1.ListCamerasResponse\x12S\n\x0c\x44\x65leteCamera\x12 .facegrid.v1.DeleteCameraRequest\x1a!.facegrid.v1.DeleteCameraResponse\x12H\n\x0cGetPlacement\x12 .facegrid.v1.GetPlacementRequest\x1a\x16.facegrid.v1.Placement\x12U\n\x0fWatchPlacements\x12#.facegrid.v1.WatchPlacementsRequest\x1a\x1b.facegrid.v1.PlacementEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x61\x63\x65grid/v1/controlplane.proto\x12\x0b\x66\x61\x63\x65grid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x05Shard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x03(\t\"z\n\tPlacement\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\nslot_count\x18\x03 \x01(\r\x12\"\n\x06shards\x18\x04 \x03(\x0b\x32\x12.facegrid.v1.Shard\x12\x13\n\x0bslot_shards\x18\x05 \x03(\r\"r\n\x07Gallery\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\tplacement\x18\x03 \x01(\x0b\x32\x16.facegrid.v1.Placement\"$\n\x14\x43reateGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11GetGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14ListGalleriesRequest\"@\n\x15ListGalleriesResponse\x12\'\n\tgalleries\x18\x01 \x03(\x0b\x32\x14.facegrid.v1.Gallery\"$\n\x14\x44\x65leteGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteGalleryResponse\"=\n\x06Region\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\t\n\x01x\x18\x03 \x01(\r\x12\t\n\x01y\x18\x04 \x01(\r\"\xc5\x01\n\x06\x43\x61mera\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x03 \x01(\t\x12\x0c\n\x04meta\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x03rot\x18\x07 \x01(\x0b\x32\x13.facegrid.v1.Region\x12 \n\x03roi\x18\x08 \x01(\x0b\x32\x13.facegrid.v1.Region\"\x96\x01\n\x13\x43reateCameraRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x02 \x01(\t\x12\x0c\n\x04meta\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12 \n\x03rot\x18\x05 \x01(\x0b\x32\x13.facegrid.v1.Region\x12 \n\x03roi\x18\x06 \x01(\x0b\x32\x13.facegrid.v1.Region\"\xdf\x01\n\x13UpdateCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x03url\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08\x64\x65tector\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x11\n\x04meta\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x13\n\x06\x61\x63tive\x18\x05 \x01(\x08H\x03\x88\x01\x01\x12 \n\x03rot\x18\x06 \x01(\x0b\x32\x13.facegrid.v1.Region\x12 \n\x03roi\x18\x07 \x01(\x0b\x32\x13.facegrid.v1.RegionB\x06\n\x04_urlB\x0b\n\t_detectorB\x07\n\x05_metaB\t\n\x07_active\"\x1e\n\x10GetCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"&\n\x12ListCamerasRequest\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\";\n\x13ListCamerasResponse\x12$\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x13.facegrid.v1.Camera\"!\n\x13\x44\x65leteCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteCameraResponse\"&\n\x13GetPlacementRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\"\x18\n\x16WatchPlacementsRequest\"\xa4\x01\n\x0ePlacementEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .facegrid.v1.PlacementEvent.Kind\x12)\n\tplacement\x18\x02 \x01(\x0b\x32\x16.facegrid.v1.Placement\"7\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08UPSERTED\x10\x01\x12\x0b\n\x07\x44\x45LETED\x10\x02\x32\xe3\x06\n\x0c\x43ontrolPlane\x12H\n\rCreateGallery\x12!.facegrid.v1.CreateGalleryRequest\x1a\x14.facegrid.v1.Gallery\x12\x42\n\nGetGallery\x12\x1e.facegrid.v1.GetGalleryRequest\x1a\x14.facegrid.v1.Gallery\x12V\n\rListGalleries\x12!.facegrid.v1.ListGalleriesRequest\x1a\".facegrid.v1.ListGalleriesResponse\x12V\n\rDeleteGallery\x12!.facegrid.v1.DeleteGalleryRequest\x1a\".facegrid.v1.DeleteGalleryResponse\x12\x45\n\x0c\x43reateCamera\x12 .facegrid.v1.CreateCameraRequest\x1a\x13.facegrid.v1.Camera\x12?\n\tGetCamera\x12\x1d.facegrid.v1.GetCameraRequest\x1a\x13.facegrid.v1.Camera\x12P\n\x0bListCameras\x12\x1f.facegrid.v1.ListCamerasRequest\x1a .facegrid.v1.ListCamerasResponse\x12\x45\n\x0cUpdateCamera\x12 .facegrid.v1.UpdateCameraRequest\x1a\x13.facegrid.v1.Camera\x12S\n\x0c\x44\x65leteCamera\x12 .facegrid.v1.DeleteCameraRequest\x1a!.facegrid.v1.DeleteCameraResponse\x12H\n\x0cGetPlacement\x12 .facegrid.v1.GetPlacementRequest\x1a\x16.facegrid.v1.Placement\x12U\n\x0fWatchPlacements\x12#.facegrid.v1.WatchPlacementsRequest\x1a\x1b.facegrid.v1.PlacementEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,28 +50,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETEGALLERYREQUEST']._serialized_end=577
   _globals['_DELETEGALLERYRESPONSE']._serialized_start=579
   _globals['_DELETEGALLERYRESPONSE']._serialized_end=602
-  _globals['_CAMERA']._serialized_start=605
-  _globals['_CAMERA']._serialized_end=734
-  _globals['_CREATECAMERAREQUEST']._serialized_start=736
-  _globals['_CREATECAMERAREQUEST']._serialized_end=818
-  _globals['_GETCAMERAREQUEST']._serialized_start=820
-  _globals['_GETCAMERAREQUEST']._serialized_end=850
-  _globals['_LISTCAMERASREQUEST']._serialized_start=852
-  _globals['_LISTCAMERASREQUEST']._serialized_end=890
-  _globals['_LISTCAMERASRESPONSE']._serialized_start=892
-  _globals['_LISTCAMERASRESPONSE']._serialized_end=951
-  _globals['_DELETECAMERAREQUEST']._serialized_start=953
-  _globals['_DELETECAMERAREQUEST']._serialized_end=986
-  _globals['_DELETECAMERARESPONSE']._serialized_start=988
-  _globals['_DELETECAMERARESPONSE']._serialized_end=1010
-  _globals['_GETPLACEMENTREQUEST']._serialized_start=1012
-  _globals['_GETPLACEMENTREQUEST']._serialized_end=1050
-  _globals['_WATCHPLACEMENTSREQUEST']._serialized_start=1052
-  _globals['_WATCHPLACEMENTSREQUEST']._serialized_end=1076
-  _globals['_PLACEMENTEVENT']._serialized_start=1079
-  _globals['_PLACEMENTEVENT']._serialized_end=1243
-  _globals['_PLACEMENTEVENT_KIND']._serialized_start=1188
-  _globals['_PLACEMENTEVENT_KIND']._serialized_end=1243
-  _globals['_CONTROLPLANE']._serialized_start=1246
-  _globals['_CONTROLPLANE']._serialized_end=2042
+  _globals['_REGION']._serialized_start=604
+  _globals['_REGION']._serialized_end=665
+  _globals['_CAMERA']._serialized_start=668
+  _globals['_CAMERA']._serialized_end=865
+  _globals['_CREATECAMERAREQUEST']._serialized_start=868
+  _globals['_CREATECAMERAREQUEST']._serialized_end=1018
+  _globals['_UPDATECAMERAREQUEST']._serialized_start=1021
+  _globals['_UPDATECAMERAREQUEST']._serialized_end=1244
+  _globals['_GETCAMERAREQUEST']._serialized_start=1246
+  _globals['_GETCAMERAREQUEST']._serialized_end=1276
+  _globals['_LISTCAMERASREQUEST']._serialized_start=1278
+  _globals['_LISTCAMERASREQUEST']._serialized_end=1316
+  _globals['_LISTCAMERASRESPONSE']._serialized_start=1318
+  _globals['_LISTCAMERASRESPONSE']._serialized_end=1377
+  _globals['_DELETECAMERAREQUEST']._serialized_start=1379
+  _globals['_DELETECAMERAREQUEST']._serialized_end=1412
+  _globals['_DELETECAMERARESPONSE']._serialized_start=1414
+  _globals['_DELETECAMERARESPONSE']._serialized_end=1436
+  _globals['_GETPLACEMENTREQUEST']._serialized_start=1438
+  _globals['_GETPLACEMENTREQUEST']._serialized_end=1476
+  _globals['_WATCHPLACEMENTSREQUEST']._serialized_start=1478
+  _globals['_WATCHPLACEMENTSREQUEST']._serialized_end=1502
+  _globals['_PLACEMENTEVENT']._serialized_start=1505
+  _globals['_PLACEMENTEVENT']._serialized_end=1669
+  _globals['_PLACEMENTEVENT_KIND']._serialized_start=1614
+  _globals['_PLACEMENTEVENT_KIND']._serialized_end=1669
+  _globals['_CONTROLPLANE']._serialized_start=1672
+  _globals['_CONTROLPLANE']._serialized_end=2539
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,11 @@ class ControlPlaneStub:
                 request_serializer=facegrid_dot_v1_dot_controlplane__pb2.ListCamerasRequest.SerializeToString,
                 response_deserializer=facegrid_dot_v1_dot_controlplane__pb2.ListCamerasResponse.FromString,
                 _registered_method=True)
+        self.UpdateCamera = channel.unary_unary(
+                '/facegrid.v1.ControlPlane/UpdateCamera',
+                request_serializer=facegrid_dot_v1_dot_controlplane__pb2.UpdateCameraRequest.SerializeToString,
+                response_deserializer=facegrid_dot_v1_dot_controlplane__pb2.Camera.FromString,
+                _registered_method=True)
         self.DeleteCamera = channel.unary_unary(
                 '/facegrid.v1.ControlPlane/DeleteCamera',
                 request_serializer=facegrid_dot_v1_dot_controlplane__pb2.DeleteCameraRequest.SerializeToString,
@@ -131,6 +136,12 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCamera(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteCamera(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -186,6 +197,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.ListCameras,
                     request_deserializer=facegrid_dot_v1_dot_controlplane__pb2.ListCamerasRequest.FromString,
                     response_serializer=facegrid_dot_v1_dot_controlplane__pb2.ListCamerasResponse.SerializeToString,
+            ),
+            'UpdateCamera': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCamera,
+                    request_deserializer=facegrid_dot_v1_dot_controlplane__pb2.UpdateCameraRequest.FromString,
+                    response_serializer=facegrid_dot_v1_dot_controlplane__pb2.Camera.SerializeToString,
             ),
             'DeleteCamera': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteCamera,
@@ -392,6 +408,33 @@ class ControlPlane:
             '/facegrid.v1.ControlPlane/ListCameras',
             facegrid_dot_v1_dot_controlplane__pb2.ListCamerasRequest.SerializeToString,
             facegrid_dot_v1_dot_controlplane__pb2.ListCamerasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCamera(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facegrid.v1.ControlPlane/UpdateCamera',
+            facegrid_dot_v1_dot_controlplane__pb2.UpdateCameraRequest.SerializeToString,
+            facegrid_dot_v1_dot_controlplane__pb2.Camera.FromString,
             options,
             channel_credentials,
             insecure,

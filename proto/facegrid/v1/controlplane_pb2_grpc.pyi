@@ -43,6 +43,7 @@ class ControlPlaneStub:
     CreateCamera: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.CreateCameraRequest, _controlplane_pb2.Camera]
     GetCamera: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.GetCameraRequest, _controlplane_pb2.Camera]
     ListCameras: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ListCamerasRequest, _controlplane_pb2.ListCamerasResponse]
+    UpdateCamera: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.UpdateCameraRequest, _controlplane_pb2.Camera]
     DeleteCamera: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.DeleteCameraRequest, _controlplane_pb2.DeleteCameraResponse]
     GetPlacement: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.GetPlacementRequest, _controlplane_pb2.Placement]
     WatchPlacements: _grpc.UnaryStreamMultiCallable[_controlplane_pb2.WatchPlacementsRequest, _controlplane_pb2.PlacementEvent]
@@ -57,6 +58,7 @@ class ControlPlaneAsyncStub(ControlPlaneStub):
     CreateCamera: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.CreateCameraRequest, _controlplane_pb2.Camera]  # type: ignore[assignment]
     GetCamera: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetCameraRequest, _controlplane_pb2.Camera]  # type: ignore[assignment]
     ListCameras: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ListCamerasRequest, _controlplane_pb2.ListCamerasResponse]  # type: ignore[assignment]
+    UpdateCamera: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.UpdateCameraRequest, _controlplane_pb2.Camera]  # type: ignore[assignment]
     DeleteCamera: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.DeleteCameraRequest, _controlplane_pb2.DeleteCameraResponse]  # type: ignore[assignment]
     GetPlacement: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetPlacementRequest, _controlplane_pb2.Placement]  # type: ignore[assignment]
     WatchPlacements: _aio.UnaryStreamMultiCallable[_controlplane_pb2.WatchPlacementsRequest, _controlplane_pb2.PlacementEvent]  # type: ignore[assignment]
@@ -110,6 +112,13 @@ class ControlPlaneServicer(metaclass=_abc_1.ABCMeta):
         request: _controlplane_pb2.ListCamerasRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_controlplane_pb2.ListCamerasResponse, _abc.Awaitable[_controlplane_pb2.ListCamerasResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateCamera(
+        self,
+        request: _controlplane_pb2.UpdateCameraRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.Camera, _abc.Awaitable[_controlplane_pb2.Camera]]: ...
 
     @_abc_1.abstractmethod
     def DeleteCamera(

@@ -1,0 +1,72 @@
+"""/camera over the real control plane: the seed's examples, and the rot/roi PUT semantics."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+
+async def test_camera_lifecycle_as_in_the_reference(api: httpx.AsyncClient) -> None:
+    created = await api.post(
+        "/v0/camera",
+        json={"meta": "test", "url": "http://test.com:1234/stream.flv", "detector": "detec1"},
+    )
+    assert created.status_code == 201
+    camera = created.json()
+    assert {k: camera[k] for k in ("meta", "url", "detector")} == {
+        "meta": "test",
+        "url": "http://test.com:1234/stream.flv",
+        "detector": "detec1",
+    }
+    camera_id = camera["id"]
+    assert len(camera_id) == 36  # a UUID
+
+    listed = (await api.get("/v0/camera")).json()
+    assert [c["id"] for c in listed] == [camera_id]
+    assert (await api.get(f"/v0/camera/{camera_id}")).json()["meta"] == "test"
+
+    renamed = await api.put(
+        f"/v0/camera/{camera_id}",
+        json={"meta": "newinfo", "url": "http://zzzz.com:1234/stream.flv"},
+    )
+    assert renamed.json()["meta"] == "newinfo"
+    assert renamed.json()["detector"] == "detec1"  # untouched
+
+    regions = await api.put(
+        f"/v0/camera/{camera_id}", json={"rot": [120, 120, 35, 50], "roi": [100, 100, 40, 50]}
+    )
+    assert (regions.json()["rot"], regions.json()["roi"]) == (
+        [120, 120, 35, 50],
+        [100, 100, 40, 50],
+    )
+    assert regions.json()["meta"] == "newinfo"
+    cleared = await api.put(f"/v0/camera/{camera_id}", json={"roi": [100, 100, 40, 50]})
+    assert "rot" not in cleared.json()  # a PUT without rot removes it, as documented
+    assert cleared.json()["roi"] == [100, 100, 40, 50]
+
+    form = await api.put(f"/v0/camera/{camera_id}", data={"rot": "[10, 10, 0, 0]"})
+    assert form.json()["rot"] == [10, 10, 0, 0]
+
+    assert (await api.delete(f"/v0/camera/{camera_id}")).status_code == 204
+    assert (await api.get(f"/v0/camera/{camera_id}")).status_code == 404
+    assert (await api.delete(f"/v0/camera/{camera_id}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"rot": [0, 10, 0, 0]}, "rot"),
+        ({"roi": [10, 10, -1, 0]}, "roi"),
+        ({"roi": "100x100"}, "roi"),
+        ({"rot": [1, 2, 3]}, "rot"),
+        ({"meta": 5}, "meta"),
+    ],
+)
+async def test_bad_camera_fields_are_refused(
+    api: httpx.AsyncClient, body: dict[str, object], param: str
+) -> None:
+    response = await api.post("/v0/camera", json={"url": "rtsp://cam", **body})
+    assert response.status_code == 400
+    assert response.json()["code"] == "BAD_PARAM"
+    assert response.json()["param"] == param
+    assert (await api.get("/v0/camera")).json() == []
