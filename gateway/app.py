@@ -22,11 +22,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from facegrid import __version__
-from facegrid.gateway import camera_routes, face_routes
+from facegrid.gateway import camera_routes, face_routes, live_routes
 from facegrid.gateway.core.cameras import CameraDirectory
 from facegrid.gateway.core.errors import ApiError, BadParam, MethodNotAllowed, NotFound
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.core.live import EventBus, WebhookStore
 from facegrid.gateway.core.ports import MediaStore
 from facegrid.gateway.core.tokens import TokenStore, authenticate
 from facegrid.gateway.params import Fetcher
@@ -45,6 +46,8 @@ class Backends:
     registry: CollectorRegistry
     faces: Faces
     cameras: CameraDirectory
+    events: EventBus
+    webhooks: WebhookStore
     media: MediaStore
     # Fetches a photo URL (SSRF-guarded in production: facegrid.fetch).
     fetcher: Fetcher
@@ -102,6 +105,7 @@ def _api_router(backends: Backends) -> APIRouter:
     face_routes.register(route, backends.faces, backends.fetcher)
     face_routes.register_persons(route, backends.faces)
     camera_routes.register(route, backends.cameras)
+    live_routes.register(route, backends.events, backends.webhooks)
     return router
 
 

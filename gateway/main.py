@@ -28,6 +28,7 @@ from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
 from facegrid.gateway.core.persons import PersonPolicy
 from facegrid.gateway.extractor_client import ExtractorClient
+from facegrid.gateway.live import MongoWebhookStore, RedisEventBus, WebhookDispatcher
 from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore, MongoHistoryStore
 from facegrid.gateway.settings import GatewaySettings
 from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
@@ -69,6 +70,16 @@ async def serve(settings: GatewaySettings) -> None:
         return lambda: grpc_serving(channel, HEALTH_TIMEOUT)
 
     store = MongoFaceStore(mongo, settings.mongo_db)
+    # Streams block on reads: a connection of their own, without the health-check timeout.
+    stream_redis = aioredis.Redis.from_url(settings.redis_url)
+    bus = RedisEventBus(stream_redis)
+    webhooks = MongoWebhookStore(mongo, settings.mongo_db)
+    dispatcher = WebhookDispatcher(
+        stream_redis,
+        webhooks,
+        attempts=settings.webhook_attempts,
+        first_delay=settings.webhook_first_delay,
+    )
     history = MongoHistoryStore(mongo, settings.mongo_db)
     galleries = Galleries(ControlPlaneDirectory(channels["controlplane"], settings.call_timeout))
     persons = PersonPolicy(
@@ -94,8 +105,12 @@ async def serve(settings: GatewaySettings) -> None:
             galleries,
             history,
             persons,
+            bus=bus,
+            public_url=settings.public_url,
         ),
         cameras=ControlPlaneCameras(channels["controlplane"], settings.call_timeout),
+        events=bus,
+        webhooks=webhooks,
         media=media,
         fetcher=lambda url: fetch(url, policy),
         registry=REGISTRY,
@@ -122,12 +137,15 @@ async def serve(settings: GatewaySettings) -> None:
     except PyMongoError as e:
         log.warning("could not create MongoDB indexes yet (%s); queries may be slow", e)
     watcher = asyncio.create_task(placements.watch())
+    delivering = asyncio.create_task(dispatcher.run())
     log.info("gateway serving REST on http://%s", settings.listen)
     try:
         await server.serve()
     finally:
         watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        delivering.cancel()
+        await asyncio.gather(watcher, delivering, return_exceptions=True)
+        await stream_redis.aclose()
         await shard_channels.close()
         for channel in channels.values():
             await channel.close()

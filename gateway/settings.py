@@ -49,3 +49,14 @@ class GatewaySettings(ServiceSettings):
     friend_interval: float = Field(
         604800, gt=0, description="seconds looked back for friend_count days (a week)"
     )
+    public_url: str = Field(
+        "",
+        description=(
+            "the gateway's address as clients reach it (e.g. https://faces.example.com), for "
+            "absolute photo URLs in webhook and live events; empty: paths only"
+        ),
+    )
+    webhook_attempts: int = Field(6, ge=1, le=20, description="deliveries tried per event")
+    webhook_first_delay: float = Field(
+        1.0, gt=0, description="seconds before the second attempt; doubling after"
+    )

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ import numpy as np
 from facegrid import confidence
 from facegrid.gateway.core.errors import ApiError, BadParam, NotFound
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.core.live import EventBus, event_body
 from facegrid.gateway.core.model import DEFAULT_GALLERY, BBox, Face
 from facegrid.gateway.core.persons import (
     Event,
@@ -42,6 +44,8 @@ from facegrid.gateway.core.ports import (
     NewFace,
     Wanted,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 PAGE_SIZE = 100
@@ -159,7 +163,12 @@ class Faces:
         galleries: Galleries,
         history: HistoryStore,
         policy: PersonPolicy | None = None,
+        *,
+        bus: EventBus | None = None,
+        public_url: str = "",
     ) -> None:
+        """bus: where history events are published (None: not published); public_url: the
+        gateway's address as clients see it, for absolute media URLs in published events."""
         self._extractor = extractor
         self._index = index
         self._store = store
@@ -167,6 +176,8 @@ class Faces:
         self._galleries = galleries
         self._history = history
         self.policy = policy or PersonPolicy()
+        self._bus = bus
+        self._public_url = public_url.rstrip("/")
 
     # -- finding faces on photos ----------------------------------------------------------------
 
@@ -376,6 +387,12 @@ class Faces:
             friend = is_friend(seen + today_new, self.policy)
             event = dataclasses.replace(event, friend=friend)
         await self._history.add_event(event)
+        if self._bus is not None:
+            try:
+                await self._bus.publish(event_body(event, self._public_url))
+            except ApiError as e:
+                # The face and its event are stored; a live view misses this one.
+                log.warning("event %d not published: %s", event.id, e.reason)
         if not self.policy.identify:
             return face
         await self._store.set_friend(face.id, friend)

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
@@ -25,6 +26,7 @@ from facegrid.gateway.app import Backends, create_app
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
 from facegrid.gateway.extractor_client import ExtractorClient
+from facegrid.gateway.live import MongoWebhookStore, RedisEventBus
 from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore, MongoHistoryStore
 from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
 
@@ -35,14 +37,33 @@ def token(mongo_server: str, mongo_db: str) -> str:
 
 
 @pytest.fixture
+async def stream_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """Redis for the event stream, under a key of this test's own."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def stream_key(mongo_db: str) -> str:
+    return f"events:{mongo_db}"
+
+
+@pytest.fixture
 async def backends(
-    mongo_server: str, mongo_db: str, controlplane_address: str, extractor_address: str
+    mongo_server: str,
+    mongo_db: str,
+    controlplane_address: str,
+    extractor_address: str,
+    stream_redis: aioredis.Redis,
+    stream_key: str,
 ) -> AsyncIterator[Backends]:
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server, tz_aware=True)
     store = MongoFaceStore(mongo, mongo_db)
     await store.ensure_indexes()
     media = GridFsMedia(mongo, mongo_db)
     history = MongoHistoryStore(mongo, mongo_db)
+    bus = RedisEventBus(stream_redis, stream=stream_key, block_ms=200)
     await history.ensure_indexes()
     policy = FetchPolicy(timeout=5, allow=parse_networks(["127.0.0.0/8"]))
     shard_channels = ChannelPool()
@@ -57,8 +78,16 @@ async def backends(
             tokens=MongoTokenStore(mongo, mongo_db),
             registry=CollectorRegistry(),
             faces=Faces(
-                ExtractorClient(extractor, timeout=30), router, store, media, galleries, history
+                ExtractorClient(extractor, timeout=30),
+                router,
+                store,
+                media,
+                galleries,
+                history,
+                bus=bus,
             ),
+            events=bus,
+            webhooks=MongoWebhookStore(mongo, mongo_db),
             cameras=ControlPlaneCameras(control, timeout=5),
             media=media,
             fetcher=lambda url: fetch(url, policy),

@@ -98,6 +98,8 @@ async def test_backend_outage_is_service_unavailable(
             registry=CollectorRegistry(),
             faces=backends.faces,
             cameras=backends.cameras,
+            events=backends.events,
+            webhooks=backends.webhooks,
             media=backends.media,
             fetcher=backends.fetcher,
             readiness={"controlplane": _false, "mongodb": _true},
