@@ -156,6 +156,7 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
             cam_id=check_cam_id(cam_id) if cam_id else None,
             chip=chip,
             timestamp=parse_time(params.get("timestamp"), "timestamp"),
+            detector_params=_detector_params(params.get("detectorParams")),
         )
         return {"results": [face_body(f, request) for f in added]}
 
@@ -373,6 +374,21 @@ def _face_id(raw: str, param: str = "id") -> int:
         raise BadParam(f"{param} must be a positive integer", param=param, value=raw) from None
     if not 0 < value <= MAX_ID:
         raise BadParam(f"{param} must be a positive integer", param=param, value=raw)
+    return value
+
+
+def _detector_params(value: Any) -> dict[str, object] | None:
+    """What the video worker says of its snapshot: {"score": ..., "direction_score": ...}."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = _json_param(value, "detectorParams")
+    if not isinstance(value, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
+    ):
+        raise BadParam(
+            "detectorParams must be a JSON object of numbers", param="detectorParams", value=value
+        )
     return value
 
 

@@ -282,6 +282,7 @@ class Faces:
         cam_id: str | None = None,
         chip: bytes | None = None,
         timestamp: dt.datetime | None = None,
+        detector_params: dict[str, object] | None = None,
     ) -> list[Face]:
         """/face POST. `chip` is an aligned face sent with the photo (the video worker's
         `face0`): its vector is taken from it, without detecting again."""
@@ -329,7 +330,11 @@ class Faces:
                 model=extracted.model,
                 person_id=person_id,
                 hidden_galleries=hidden,
-                extra={"stored_photo": stored_photo, "quality": face.quality},
+                extra={
+                    "stored_photo": stored_photo,
+                    "quality": face.quality,
+                    **({"detector_params": detector_params} if detector_params else {}),
+                },
             )
             new_faces.append(NewFace(record, face.facen))
         await self._store.insert_pending(new_faces)

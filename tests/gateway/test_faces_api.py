@@ -268,3 +268,35 @@ async def test_malformed_json_and_bad_ids(api: httpx.AsyncClient) -> None:
     assert broken.status_code == 400 and broken.json()["code"] == "MALFORMED_JSON"
     assert (await api.get("/v0/face/id/abc")).json()["code"] == "BAD_PARAM"
     assert (await api.get("/v0/face/id/999999")).status_code == 404
+
+
+async def test_a_video_worker_post_with_a_normalized_face(api: httpx.AsyncClient) -> None:
+    """What fkvideo_detector sends: the frame, the aligned face as face0, bbox, cam_id,
+    timestamp and detectorParams; the vector comes from face0 without detecting again."""
+    enrolled = await _enroll(api, OBAMA, meta="known")
+    chip = (await api.get(enrolled["normalized"])).content
+    response = await api.post(
+        "/v1/face",
+        files={"photo": ("frame.jpg", OBAMA2), "face0": ("face0.png", chip)},
+        data={
+            "cam_id": "1b19a189-26b9-42e5-8cd8-6cabde79dc7e",
+            "timestamp": "2017-08-25T13:09:54",
+            "bbox": "[[620,380,1383,1143]]",
+            "detectorParams": '{"score": -0.000911839, "direction_score": -0.568228}',
+        },
+    )
+    assert response.status_code == 200, response.text
+    (face,) = response.json()["results"]
+    assert (face["x1"], face["y1"], face["x2"], face["y2"]) == (620, 380, 1383, 1143)
+    assert face["timestamp"] == "2017-08-25T13:09:54.000000"
+    assert face["cam_id"] == "1b19a189-26b9-42e5-8cd8-6cabde79dc7e"
+    # face0 is the enrolled face's own chip: identifying it finds that face at once.
+    found = await api.post("/v0/identify", files={"photo": ("q.png", chip)}, data={"n": "3"})
+    ids = [m["face"]["id"] for m in next(iter(found.json()["results"].values()))]
+    assert enrolled["id"] in ids and face["id"] in ids
+    bad = await api.post(
+        "/v1/face",
+        files={"photo": ("frame.jpg", OBAMA2)},
+        data={"detectorParams": "[1, 2]"},
+    )
+    assert bad.status_code == 400 and bad.json()["param"] == "detectorParams"
