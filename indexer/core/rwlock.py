@@ -1,4 +1,10 @@
-"""A readers-writer lock: searches share the shard, writes have it alone."""
+"""A readers-writer lock: searches share the shard, writes have it alone.
+
+Phase-fair: a waiting writer holds off readers that arrive after it, and when a writer is done,
+the readers already waiting go before the next writer. So neither a stream of searches starves
+writes nor a busy graph builder (a writer that comes back at once) starves searches: a search
+waits for one write at most.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +14,25 @@ from contextlib import contextmanager
 
 
 class ReadWriteLock:
-    """Many readers or one writer. A waiting writer holds off new readers, so a steady stream
-    of searches cannot starve writes."""
-
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._readers = 0
+        self._readers_waiting = 0
         self._writing = False
         self._writers_waiting = 0
+        # Set when a writer finishes with readers waiting: they enter before the next writer.
+        self._readers_turn = False
 
     @contextmanager
     def read(self) -> Iterator[None]:
         with self._cond:
-            while self._writing or self._writers_waiting:
+            self._readers_waiting += 1
+            while self._writing or (self._writers_waiting and not self._readers_turn):
                 self._cond.wait()
+            self._readers_waiting -= 1
             self._readers += 1
+            if not self._readers_waiting:
+                self._readers_turn = False
         try:
             yield
         finally:
@@ -35,7 +45,7 @@ class ReadWriteLock:
     def write(self) -> Iterator[None]:
         with self._cond:
             self._writers_waiting += 1
-            while self._writing or self._readers:
+            while self._writing or self._readers or self._readers_turn:
                 self._cond.wait()
             self._writers_waiting -= 1
             self._writing = True
@@ -44,4 +54,5 @@ class ReadWriteLock:
         finally:
             with self._cond:
                 self._writing = False
+                self._readers_turn = self._readers_waiting > 0
                 self._cond.notify_all()
