@@ -78,8 +78,11 @@ class RunningStack:
         return self.process.wait(timeout)
 
 
-def start_stack(data_dir: Path, port_base: int, *extra: str) -> RunningStack:
+def start_stack(
+    data_dir: Path, port_base: int, *extra: str, env_extra: dict[str, str] | None = None
+) -> RunningStack:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
+    env.update(env_extra or {})
     process = subprocess.Popen(
         [
             sys.executable,
