@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from facegrid import __version__
-from facegrid.gateway import camera_routes, face_routes, live_routes
+from facegrid.gateway import camera_routes, face_routes, live_routes, timing
 from facegrid.gateway.core.cameras import CameraDirectory
 from facegrid.gateway.core.errors import ApiError, BadParam, MethodNotAllowed, NotFound
 from facegrid.gateway.core.faces import Faces
@@ -125,7 +125,9 @@ def create_app(backends: Backends) -> FastAPI:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         start = time.perf_counter()
+        tally = timing.start()
         response = await call_next(request)
+        response.headers["Server-Timing"] = timing.finish(tally, time.perf_counter() - start)
         route = request.scope.get("route")
         # Label by route template, not raw path, so gallery names don't explode cardinality.
         path = getattr(route, "path", "unmatched")

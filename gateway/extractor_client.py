@@ -10,6 +10,7 @@ from facegrid.gateway.core.errors import ApiError, BadParam, ServiceUnavailable
 from facegrid.gateway.core.faces import PhotoTooLarge
 from facegrid.gateway.core.model import Attributes, BBox
 from facegrid.gateway.core.ports import Detection, Extracted, Extraction, Wanted
+from facegrid.gateway.timing import timed
 from facegrid.v1 import extractor_pb2 as pb
 from facegrid.v1 import extractor_pb2_grpc
 
@@ -41,7 +42,8 @@ class ExtractorClient:
 
     async def _call(self, method: str, request: object) -> object:
         try:
-            return await getattr(self._stub, method)(request, timeout=self._timeout)
+            async with timed("extract"):
+                return await getattr(self._stub, method)(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise BadParam(e.details() or "bad request", param="photo") from e

@@ -20,6 +20,7 @@ from facegrid.gateway.core.errors import ServiceUnavailable
 from facegrid.gateway.core.model import Attributes, BBox, Face
 from facegrid.gateway.core.persons import Event, HistoryQuery, Person
 from facegrid.gateway.core.ports import MetaSummary, NewFace
+from facegrid.gateway.timing import timed
 
 MEDIA_PREFIX = "/media/"
 ACTIVE = "active"
@@ -95,6 +96,16 @@ def _doc(new: NewFace) -> Doc:
     return doc
 
 
+async def _docs(cursor: Any) -> list[Doc]:
+    """Every document of a cursor; a database failure is SERVICE_UNAVAILABLE, not a 500."""
+    try:
+        async with timed("db"):
+            docs: list[Doc] = await cursor.to_list()
+    except PyMongoError as e:
+        raise ServiceUnavailable(f"database unavailable: {e}") from e
+    return docs
+
+
 class MongoFaceStore:
     def __init__(self, client: AsyncMongoClient[Doc], db: str) -> None:
         database = client[db]
@@ -148,7 +159,7 @@ class MongoFaceStore:
         if not ids:
             return {}
         cursor = self._faces.find({"_id": {"$in": list(ids)}, "state": ACTIVE}, {"facen": 0})
-        return {int(d["_id"]): _face(d) async for d in cursor}
+        return {int(d["_id"]): _face(d) for d in await _docs(cursor)}
 
     async def update(
         self,
@@ -188,16 +199,16 @@ class MongoFaceStore:
         if min_id is not None:
             query["_id"] = {"$gt": min_id}
             cursor = self._faces.find(query, {"facen": 0}).sort("_id", ASCENDING).limit(limit)
-            return list(reversed([_face(d) async for d in cursor]))
+            return list(reversed([_face(d) for d in await _docs(cursor)]))
         cursor = self._faces.find(query, {"facen": 0}).sort("_id", DESCENDING).limit(limit)
-        return [_face(d) async for d in cursor]
+        return [_face(d) for d in await _docs(cursor)]
 
     async def by_meta(self, meta: str, gallery: str | None) -> list[Face]:
         query: Doc = {"state": ACTIVE, "meta": meta}
         if gallery is not None:
             query["galleries"] = gallery
         cursor = self._faces.find(query, {"facen": 0}).sort("_id", ASCENDING)
-        return [_face(d) async for d in cursor]
+        return [_face(d) for d in await _docs(cursor)]
 
     async def metas(self, gallery: str | None) -> list[MetaSummary]:
         match: Doc = {"state": ACTIVE, "meta": {"$ne": ""}}
@@ -208,7 +219,7 @@ class MongoFaceStore:
             {"$group": {"_id": "$meta", "count": {"$sum": 1}, "first": {"$min": "$_id"}}},
             {"$sort": {"_id": 1}},
         ]
-        groups = [g async for g in await self._faces.aggregate(pipeline)]
+        groups = await _docs(await self._call(self._faces.aggregate(pipeline)))
         faces = await self.get_many([g["first"] for g in groups])
         return [
             MetaSummary(g["_id"], int(g["count"]), faces[g["first"]])
@@ -219,14 +230,14 @@ class MongoFaceStore:
     async def by_person(self, person_id: int) -> list[Face]:
         query = {"state": ACTIVE, "person_id": person_id}
         cursor = self._faces.find(query, {"facen": 0}).sort("_id", ASCENDING)
-        return [_face(d) async for d in cursor]
+        return [_face(d) for d in await _docs(cursor)]
 
     async def set_friend(self, face_id: int, friend: bool) -> None:
         await self._call(self._faces.update_one({"_id": face_id}, {"$set": {"friend": friend}}))
 
     async def ids_in_gallery(self, gallery: str) -> list[int]:
         cursor = self._faces.find({"galleries": gallery}, {"_id": 1})
-        return [int(d["_id"]) async for d in cursor]
+        return [int(d["_id"]) for d in await _docs(cursor)]
 
     async def drop_gallery(self, gallery: str) -> None:
         await self._call(
@@ -235,7 +246,8 @@ class MongoFaceStore:
 
     async def _call(self, operation: Any) -> Any:
         try:
-            return await operation
+            async with timed("db"):
+                return await operation
         except PyMongoError as e:
             raise ServiceUnavailable(f"database unavailable: {e}") from e
 
@@ -309,7 +321,9 @@ class MongoHistoryStore:
     async def persons(self, max_id: int | None, limit: int) -> list[Person]:
         query: Doc = {} if max_id is None else {"_id": {"$lt": max_id}}
         cursor = self._persons.find(query).sort("_id", DESCENDING).limit(limit)
-        return [Person(int(d["_id"]), d.get("meta", ""), d["created_at"]) async for d in cursor]
+        return [
+            Person(int(d["_id"]), d.get("meta", ""), d["created_at"]) for d in await _docs(cursor)
+        ]
 
     async def add_event(self, event: Event) -> None:
         doc: Doc = {
@@ -334,7 +348,7 @@ class MongoHistoryStore:
 
     async def days_seen(self, person_id: int, cam_id: str, since: dt.datetime) -> int:
         query = {"person_id": person_id, "cam_id": cam_id, "timestamp": {"$gte": since}}
-        days = {d["day"] async for d in self._events.find(query, {"day": 1})}
+        days = {d["day"] for d in await _docs(self._events.find(query, {"day": 1}))}
         return len(days)
 
     async def events(self, query: HistoryQuery) -> list[Event]:
@@ -357,11 +371,12 @@ class MongoHistoryStore:
         cursor = self._events.find(match).sort("_id", DESCENDING)
         if query.limit:
             cursor = cursor.limit(query.limit)
-        return [_event(d) async for d in cursor]
+        return [_event(d) for d in await _docs(cursor)]
 
     async def _call(self, operation: Any) -> Any:
         try:
-            return await operation
+            async with timed("db"):
+                return await operation
         except PyMongoError as e:
             raise ServiceUnavailable(f"database unavailable: {e}") from e
 

@@ -33,6 +33,7 @@ from facegrid.gateway.core.errors import (
     ServiceUnavailable,
 )
 from facegrid.gateway.core.ports import SearchOutcome
+from facegrid.gateway.timing import timed
 from facegrid.slots import slot_of
 from facegrid.v1 import controlplane_pb2 as cp
 from facegrid.v1 import controlplane_pb2_grpc, index_pb2_grpc
@@ -271,7 +272,8 @@ class ShardRouter:
         async def add_to(route: Route) -> None:
             await self._adds.add(route.owner(face_id).primary, route.gallery, entry)
 
-        outcomes = await asyncio.gather(*(add_to(r) for r in routes), return_exceptions=True)
+        async with timed("index"):
+            outcomes = await asyncio.gather(*(add_to(r) for r in routes), return_exceptions=True)
         failed = [(r, o) for r, o in zip(routes, outcomes, strict=True) if o is not None]
         if not failed:
             return
@@ -330,7 +332,8 @@ class ShardRouter:
             )
 
         shards = list(route.shards)
-        answers = await asyncio.gather(*(ask(s) for s in shards), return_exceptions=True)
+        async with timed("search"):
+            answers = await asyncio.gather(*(ask(s) for s in shards), return_exceptions=True)
         live = [a for a in answers if isinstance(a, pb.SearchResponse)]
         for shard, answer in zip(shards, answers, strict=True):
             if isinstance(answer, grpc.aio.AioRpcError) and answer.code() not in _RETRY_ELSEWHERE:

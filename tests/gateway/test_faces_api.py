@@ -41,6 +41,12 @@ async def test_enroll_then_identify_the_same_person_on_another_photo(
     found = await api.post("/v1/identify", files={"photo": ("q.jpg", OBAMA2)}, data={"n": "2"})
     assert found.status_code == 200
     assert found.headers["X-Live-Servers"] == "1/1"
+    # Where the time went: the backends waited on, and the gateway's own share.
+    timing = dict(
+        part.split(";dur=") for part in found.headers["Server-Timing"].replace(" ", "").split(",")
+    )
+    assert {"extract", "search", "db", "gateway", "total"} <= set(timing)
+    assert float(timing["extract"]) > 0 and float(timing["gateway"]) >= 0
     (matches,) = found.json()["results"].values()
     assert matches[0]["face"]["id"] == face["id"]
     assert matches[0]["confidence"] >= 0.75
