@@ -38,6 +38,30 @@ def test_a_busy_writer_does_not_starve_readers() -> None:
     assert max(waits) < 0.1, max(waits)  # one write (5 ms) at most, plus scheduling
 
 
+def test_a_busy_writer_does_not_starve_another_writer() -> None:
+    """Client adds wait for one builder step at most, not for the builder to run dry."""
+    lock, stop = ReadWriteLock(), threading.Event()
+    builder = threading.Thread(target=_hammer, args=(lock, "write", stop, 0.005))
+    builder.start()
+    waits: list[float] = []
+
+    def writes() -> None:
+        for _ in range(30):
+            started = time.monotonic()
+            with lock.write():
+                waits.append(time.monotonic() - started)
+
+    client = threading.Thread(target=writes)
+    client.start()
+    client.join(timeout=5)
+    starved = client.is_alive()
+    stop.set()
+    builder.join()
+    client.join()
+    assert not starved, "a writer never got the lock while another kept taking it"
+    assert max(waits) < 0.1, max(waits)
+
+
 def test_busy_readers_do_not_starve_a_writer() -> None:
     lock, stop = ReadWriteLock(), threading.Event()
     readers = [threading.Thread(target=_hammer, args=(lock, "read", stop, 0.005)) for _ in range(4)]
