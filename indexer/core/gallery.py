@@ -15,6 +15,7 @@ is 0.6).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +25,11 @@ import numpy as np
 import numpy.typing as npt
 
 from facegrid.indexer.core.errors import DimensionMismatch
+
+# Brute-force search works through the matrix in chunks of this many rows.
+SEARCH_CHUNK = 32_768
+# Threads hnswlib may use to insert a builder step (each search uses one).
+BUILD_THREADS = max(os.cpu_count() or 1, 1)
 
 Ids = npt.NDArray[np.uint64]
 Vectors = npt.NDArray[np.float32]
@@ -48,11 +54,16 @@ class SearchResult(NamedTuple):
 
 
 class ExactStore:
-    """Vectors in a growable matrix, searched by brute force; rows move on delete."""
+    """Vectors in a growable matrix, searched by brute force; rows move on delete.
+
+    The matrix doubles as rows arrive and is reallocated smaller once it is three quarters
+    empty, so a backlog the builder has drained gives its memory back.
+    """
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
         self._vectors: Vectors = np.empty((16, dim), np.float32)
+        self._norms = np.empty(16, np.float32)  # squared norms of the rows
         self._ids: Ids = np.empty(16, np.uint64)
         self._rows: dict[int, int] = {}
 
@@ -74,10 +85,9 @@ class ExactStore:
         """Append rows; callers have removed any of these ids already."""
         n, needed = len(self._rows), len(self._rows) + len(ids)
         if needed > len(self._ids):
-            size = max(needed, 2 * len(self._ids))
-            self._vectors = np.resize(self._vectors, (size, self.dim))
-            self._ids = np.resize(self._ids, size)
+            self._reallocate(max(needed, 2 * len(self._ids)))
         self._vectors[n:needed] = vectors
+        self._norms[n:needed] = np.einsum("ij,ij->i", vectors, vectors)
         self._ids[n:needed] = ids
         for row, face_id in enumerate(ids.tolist(), start=n):
             self._rows[face_id] = row
@@ -91,7 +101,9 @@ class ExactStore:
             moved = int(self._ids[last])
             self._ids[row] = moved
             self._vectors[row] = self._vectors[last]
+            self._norms[row] = self._norms[last]
             self._rows[moved] = row
+        self._maybe_shrink()
         return True
 
     def take(self, count: int) -> tuple[Ids, Vectors]:
@@ -101,22 +113,52 @@ class ExactStore:
         ids, vectors = self._ids[start:end].copy(), self._vectors[start:end].copy()
         for face_id in ids.tolist():
             del self._rows[face_id]
+        self._maybe_shrink()
         return ids, vectors
+
+    def _maybe_shrink(self) -> None:
+        if len(self._ids) > 1024 and len(self._rows) < len(self._ids) // 4:
+            self._reallocate(max(2 * len(self._rows), 16))
+            self._rows = dict(self._rows)  # a dict never shrinks in place
+
+    def _reallocate(self, size: int) -> None:
+        n = len(self._rows)
+        vectors = np.empty((size, self.dim), np.float32)
+        norms = np.empty(size, np.float32)
+        ids = np.empty(size, np.uint64)
+        vectors[:n], norms[:n], ids[:n] = self._vectors[:n], self._norms[:n], self._ids[:n]
+        self._vectors, self._norms, self._ids = vectors, norms, ids
 
     def get(self, face_id: int) -> Vectors:
         vector: Vectors = self._vectors[self._rows[face_id]]
         return vector
 
     def search(self, vector: Vectors, k: int) -> list[Hit]:
+        """The k nearest rows: |x|^2 - 2 x.q by matrix products, chunk by chunk (no temporary
+        the size of the store), then the winners' distances computed exactly."""
         n = len(self._rows)
         if n == 0:
             return []
-        diff = self._vectors[:n] - vector
-        squared = np.einsum("ij,ij->i", diff, diff)
         k = min(k, n)
-        nearest = np.argpartition(squared, k - 1)[:k] if k < n else np.arange(n)
-        nearest = nearest[np.argsort(squared[nearest], kind="stable")]
-        return [(int(self._ids[row]), math.sqrt(float(squared[row]))) for row in nearest.tolist()]
+        best_rows = np.empty(0, np.int64)
+        best_d2 = np.empty(0, np.float32)
+        for start in range(0, n, SEARCH_CHUNK):
+            end = min(start + SEARCH_CHUNK, n)
+            d2 = self._norms[start:end] - 2.0 * (self._vectors[start:end] @ vector)
+            take = min(k, end - start)
+            if take < end - start:
+                rows = np.argpartition(d2, take - 1)[:take]
+            else:
+                rows = np.arange(end - start)
+            best_rows = np.concatenate([best_rows, rows + start])
+            best_d2 = np.concatenate([best_d2, d2[rows]])
+            if len(best_rows) > k:
+                keep = np.argpartition(best_d2, k - 1)[:k]
+                best_rows, best_d2 = best_rows[keep], best_d2[keep]
+        diff = self._vectors[best_rows] - vector
+        exact = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        order = np.lexsort((best_rows, exact))
+        return [(int(self._ids[best_rows[i]]), float(exact[i])) for i in order]
 
 
 class GalleryIndex:
@@ -218,7 +260,7 @@ class GalleryIndex:
         needed = graph.get_current_count() + len(ids) - len(reused)
         if needed > graph.get_max_elements():
             graph.resize_index(max(needed, 2 * graph.get_max_elements()))
-        graph.add_items(vectors, ids)
+        graph.add_items(vectors, ids, num_threads=BUILD_THREADS)
         self._graph_ids.update(ids.tolist())
         return len(ids)
 

@@ -35,7 +35,14 @@ from facegrid.indexer.core.errors import (
     SnapshotDamaged,
     SnapshotNeeded,
 )
-from facegrid.indexer.core.gallery import GalleryIndex, HnswParams, Ids, SearchResult, Vectors
+from facegrid.indexer.core.gallery import (
+    BUILD_THREADS,
+    GalleryIndex,
+    HnswParams,
+    Ids,
+    SearchResult,
+    Vectors,
+)
 from facegrid.indexer.core.rwlock import ReadWriteLock
 from facegrid.indexer.core.wal import Op, WalRecord, WriteAheadLog
 
@@ -314,7 +321,7 @@ class Shard:
             with self._lock.read():
                 labels, vectors = index.copy_for_compaction(ids[start : start + COMPACTION_CHUNK])
             if len(labels):
-                graph.add_items(vectors, labels)
+                graph.add_items(vectors, labels, num_threads=BUILD_THREADS)
                 copied.update(labels.tolist())
         with self._lock.write():
             index.finish_compaction(graph, copied)
