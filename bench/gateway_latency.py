@@ -101,9 +101,15 @@ def start_stack(data: Path, base: int) -> tuple[subprocess.Popen[str], str]:
     return process, token
 
 
-def enrol_synthetic(base: int, count: int, dim: int = 128) -> None:
-    """Faces with random vectors, written as the gateway writes them (Mongo + shard)."""
-    rng = np.random.default_rng(0)
+def enrol_synthetic(base: int, count: int) -> None:
+    """Face-like vectors (bench/indexer_facelike.py's model of our vectors on real photos),
+    written as the gateway writes them (Mongo + shard). Plain Gaussian noise would not do: HNSW
+    cannot find a real face among noise reliably (see that bench's stress case)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from indexer_facelike import FaceModel, face_like, face_vectors
+
+    real, labels = face_vectors()
+    synthetic = face_like(FaceModel.fit(real, labels, 0.0), count, 4, 1, seed=0).vectors
     mongo: MongoClient[dict[str, Any]] = MongoClient(
         f"mongodb://127.0.0.1:{base + PORTS['mongodb']}"
     )
@@ -114,7 +120,7 @@ def enrol_synthetic(base: int, count: int, dim: int = 128) -> None:
         stub = index_pb2_grpc.IndexShardStub(channel)
         for lo in range(0, count, 5000):
             ids = list(range(lo + 1, min(lo + 5000, count) + 1))
-            vectors = (rng.normal(size=(len(ids), dim)) * 0.09).astype("<f4")
+            vectors = synthetic[lo : lo + len(ids)].astype("<f4")
             now = dt.datetime.now(dt.UTC)
             faces.insert_many(
                 [

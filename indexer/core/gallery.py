@@ -40,7 +40,7 @@ Hit = tuple[int, float]
 class HnswParams:
     m: int = 16
     ef_construction: int = 100
-    ef_search: int = 64
+    ef_search: int = 128
     # Below this many vectors a gallery is searched exactly and has no graph.
     graph_min: int = 10_000
     # Rebuild the graph once this share of its places are deleted ones.

@@ -33,7 +33,7 @@ def test_environment_overrides_file_which_overrides_defaults(
     assert settings.data_dir == Path("/from/file")
     assert settings.hnsw_m == 24
     assert settings.shard_name == "env"
-    assert settings.hnsw_ef_search == 64
+    assert settings.hnsw_ef_search == IndexerSettings.model_fields["hnsw_ef_search"].default
 
 
 def test_config_file_via_environment_variable(
