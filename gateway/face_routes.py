@@ -7,8 +7,6 @@ the path: /v1 adds gender, age and emotions.
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -20,11 +18,14 @@ from facegrid.gateway.core.faces import PAGE_SIZE, Faces
 from facegrid.gateway.core.model import (
     DEFAULT_GALLERY,
     Face,
+    iso_time,
+    media_url,
     parse_bbox_params,
     parse_bboxes,
     parse_bool,
     parse_galleries,
     parse_int,
+    parse_json,
     parse_meta,
     parse_mf_selector,
     parse_n,
@@ -169,7 +170,7 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
         params = await read_params(request)
         galleries = params.get("galleries")
         if isinstance(galleries, str):
-            galleries = _json_param(galleries, "galleries")
+            galleries = parse_json(galleries, "galleries")
         if galleries is not None and not isinstance(galleries, dict):
             raise BadParam(
                 'galleries must be {"add": [...]}, {"del": [...]} or {"set": [...]}',
@@ -285,8 +286,8 @@ def register_persons(route: Registrar, faces: Faces) -> None:
                     "face_id": e.face_id,
                     "cam_id": e.cam_id,
                     "meta": e.meta,
-                    "screenshot": _absolute(e.screenshot, request),
-                    "timestamp": _iso(e.timestamp),
+                    "screenshot": media_url(e.screenshot, base_url(request)),
+                    "timestamp": iso_time(e.timestamp),
                 }
                 for e in events
             ]
@@ -309,10 +310,10 @@ def register_persons(route: Registrar, faces: Faces) -> None:
                     "cam_id": e.cam_id,
                     "friend": e.friend,
                     "meta": e.meta,
-                    "photo": _absolute(e.photo, request),
+                    "photo": media_url(e.photo, base_url(request)),
                     "photo_hash": e.photo_hash,
-                    "screenshot": _absolute(e.screenshot, request),
-                    "timestamp": _iso(e.timestamp),
+                    "screenshot": media_url(e.screenshot, base_url(request)),
+                    "timestamp": iso_time(e.timestamp),
                     **e.bbox.as_dict(),
                 }
                 for e in events
@@ -334,14 +335,6 @@ def _history_query(params: Params, person_id: int | None) -> HistoryQuery:
         limit=parse_int(params.get("limit"), "limit", default=0, low=0, high=10_000),
         max_id=parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID),
     )
-
-
-def _absolute(path: str, request: Request) -> str:
-    return f"{base_url(request)}{path}" if path.startswith("/") else path
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
 def register_media(app: FastAPI, media: MediaStore) -> None:
@@ -382,7 +375,7 @@ def _detector_params(value: Any) -> dict[str, object] | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        value = _json_param(value, "detectorParams")
+        value = parse_json(value, "detectorParams")
     if not isinstance(value, dict) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in value.values()
     ):
@@ -390,10 +383,3 @@ def _detector_params(value: Any) -> dict[str, object] | None:
             "detectorParams must be a JSON object of numbers", param="detectorParams", value=value
         )
     return value
-
-
-def _json_param(text: str, param: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise BadParam(f"{param} is not valid JSON", param=param, value=text) from None

@@ -96,22 +96,42 @@ def _doc(new: NewFace) -> Doc:
     return doc
 
 
-async def _docs(cursor: Any) -> list[Doc]:
-    """Every document of a cursor; a database failure is SERVICE_UNAVAILABLE, not a 500."""
+async def _call(operation: Any) -> Any:
+    """Await a database operation; a failure is SERVICE_UNAVAILABLE, not a 500."""
     try:
         async with timed("db"):
-            docs: list[Doc] = await cursor.to_list()
+            return await operation
     except PyMongoError as e:
         raise ServiceUnavailable(f"database unavailable: {e}") from e
+
+
+async def _advance(counters: Any, name: str, count: int = 1) -> int:
+    """Add count to the named counter; returns its new value (the last id handed out)."""
+    counter = await _call(
+        counters.find_one_and_update(
+            {"_id": name},
+            {"$inc": {"seq": count}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+    )
+    return int(counter["seq"])
+
+
+def _journaled(client: AsyncMongoClient[Doc], db: str, name: str) -> Any:
+    return client[db].get_collection(name, write_concern=WriteConcern(w=1, j=True))
+
+
+async def _docs(cursor: Any) -> list[Doc]:
+    """Every document of a cursor."""
+    docs: list[Doc] = await _call(cursor.to_list())
     return docs
 
 
 class MongoFaceStore:
     def __init__(self, client: AsyncMongoClient[Doc], db: str) -> None:
-        database = client[db]
-        journaled = WriteConcern(w=1, j=True)
-        self._faces = database.get_collection("faces", write_concern=journaled)
-        self._counters = database.get_collection("counters", write_concern=journaled)
+        self._faces = _journaled(client, db, "faces")
+        self._counters = _journaled(client, db, "counters")
 
     async def ensure_indexes(self) -> None:
         await self._faces.create_index([("state", ASCENDING), ("_id", DESCENDING)])
@@ -123,36 +143,26 @@ class MongoFaceStore:
         await self._faces.create_index([("photo_hash", ASCENDING)])
 
     async def next_ids(self, count: int) -> list[int]:
-        try:
-            counter = await self._counters.find_one_and_update(
-                {"_id": "faces"},
-                {"$inc": {"seq": count}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-        except PyMongoError as e:
-            raise ServiceUnavailable(f"database unavailable: {e}") from e
-        assert counter is not None  # upsert with ReturnDocument.AFTER always returns one
-        last = int(counter["seq"])
+        last = await _advance(self._counters, "faces", count)
         return list(range(last - count + 1, last + 1))
 
     async def insert_pending(self, faces: Sequence[NewFace]) -> None:
-        await self._call(self._faces.insert_many([_doc(f) for f in faces], ordered=True))
+        await _call(self._faces.insert_many([_doc(f) for f in faces], ordered=True))
 
     async def activate(self, ids: Sequence[int]) -> None:
-        await self._call(
+        await _call(
             self._faces.update_many({"_id": {"$in": list(ids)}}, {"$set": {"state": ACTIVE}})
         )
 
     async def remove(self, ids: Sequence[int]) -> None:
-        await self._call(self._faces.delete_many({"_id": {"$in": list(ids)}}))
+        await _call(self._faces.delete_many({"_id": {"$in": list(ids)}}))
 
     async def get(self, face_id: int) -> Face | None:
-        doc = await self._call(self._faces.find_one({"_id": face_id, "state": ACTIVE}))
+        doc = await _call(self._faces.find_one({"_id": face_id, "state": ACTIVE}))
         return _face(doc) if doc else None
 
     async def facen(self, face_id: int) -> bytes | None:
-        doc = await self._call(self._faces.find_one({"_id": face_id}, {"facen": 1}))
+        doc = await _call(self._faces.find_one({"_id": face_id}, {"facen": 1}))
         return bytes(doc["facen"]) if doc and "facen" in doc else None
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Face]:
@@ -178,7 +188,7 @@ class MongoFaceStore:
             changes["galleries"] = list(galleries)
         if not changes:
             return await self.get(face_id)
-        doc = await self._call(
+        doc = await _call(
             self._faces.find_one_and_update(
                 {"_id": face_id, "state": ACTIVE},
                 {"$set": changes},
@@ -222,7 +232,7 @@ class MongoFaceStore:
         return [_face(d) for d in found]
 
     async def _newest_id(self) -> int:
-        counter = await self._call(self._counters.find_one({"_id": "faces"}))
+        counter = await _call(self._counters.find_one({"_id": "faces"}))
         return int(counter["seq"]) if counter else 0
 
     async def by_meta(self, meta: str, gallery: str | None) -> list[Face]:
@@ -241,7 +251,7 @@ class MongoFaceStore:
             {"$group": {"_id": "$meta", "count": {"$sum": 1}, "first": {"$min": "$_id"}}},
             {"$sort": {"_id": 1}},
         ]
-        groups = await _docs(await self._call(self._faces.aggregate(pipeline)))
+        groups = await _docs(await _call(self._faces.aggregate(pipeline)))
         faces = await self.get_many([g["first"] for g in groups])
         return [
             MetaSummary(g["_id"], int(g["count"]), faces[g["first"]])
@@ -255,33 +265,16 @@ class MongoFaceStore:
         return [_face(d) for d in await _docs(cursor)]
 
     async def set_friend(self, face_id: int, friend: bool) -> None:
-        await self._call(self._faces.update_one({"_id": face_id}, {"$set": {"friend": friend}}))
+        await _call(self._faces.update_one({"_id": face_id}, {"$set": {"friend": friend}}))
 
     async def ids_in_gallery(self, gallery: str) -> list[int]:
         cursor = self._faces.find({"galleries": gallery}, {"_id": 1})
         return [int(d["_id"]) for d in await _docs(cursor)]
 
     async def drop_gallery(self, gallery: str) -> None:
-        await self._call(
+        await _call(
             self._faces.update_many({"galleries": gallery}, {"$pull": {"galleries": gallery}})
         )
-
-    async def _call(self, operation: Any) -> Any:
-        try:
-            async with timed("db"):
-                return await operation
-        except PyMongoError as e:
-            raise ServiceUnavailable(f"database unavailable: {e}") from e
-
-
-async def _next(counters: Any, name: str) -> int:
-    try:
-        counter = await counters.find_one_and_update(
-            {"_id": name}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
-        )
-    except PyMongoError as e:
-        raise ServiceUnavailable(f"database unavailable: {e}") from e
-    return int(counter["seq"])
 
 
 def _event(doc: Doc) -> Event:
@@ -309,11 +302,9 @@ class MongoHistoryStore:
     """Persons and camera history events (journaled, like faces)."""
 
     def __init__(self, client: AsyncMongoClient[Doc], db: str) -> None:
-        database = client[db]
-        journaled = WriteConcern(w=1, j=True)
-        self._persons = database.get_collection("persons", write_concern=journaled)
-        self._events = database.get_collection("history", write_concern=journaled)
-        self._counters = database.get_collection("counters", write_concern=journaled)
+        self._persons = _journaled(client, db, "persons")
+        self._events = _journaled(client, db, "history")
+        self._counters = _journaled(client, db, "counters")
 
     async def ensure_indexes(self) -> None:
         await self._events.create_index([("person_id", ASCENDING), ("_id", DESCENDING)])
@@ -324,20 +315,20 @@ class MongoHistoryStore:
         await self._events.create_index([("timestamp", ASCENDING)])
 
     async def next_event_id(self) -> int:
-        return await _next(self._counters, "history")
+        return await _advance(self._counters, "history")
 
     async def next_person_id(self) -> int:
-        return await _next(self._counters, "persons")
+        return await _advance(self._counters, "persons")
 
     async def add_person(self, person: Person) -> None:
-        await self._call(
+        await _call(
             self._persons.insert_one(
                 {"_id": person.id, "meta": person.meta, "created_at": person.created_at}
             )
         )
 
     async def person(self, person_id: int) -> Person | None:
-        doc = await self._call(self._persons.find_one({"_id": person_id}))
+        doc = await _call(self._persons.find_one({"_id": person_id}))
         return Person(int(doc["_id"]), doc.get("meta", ""), doc["created_at"]) if doc else None
 
     async def persons(self, max_id: int | None, limit: int) -> list[Person]:
@@ -362,11 +353,11 @@ class MongoHistoryStore:
             "person_id": event.person_id,
             "friend": event.friend,
         }
-        await self._call(self._events.insert_one(doc))
+        await _call(self._events.insert_one(doc))
 
     async def seen_on(self, person_id: int, cam_id: str, day: dt.datetime) -> bool:
         query = {"person_id": person_id, "cam_id": cam_id, "day": _day(day)}
-        return await self._call(self._events.find_one(query, {"_id": 1})) is not None
+        return await _call(self._events.find_one(query, {"_id": 1})) is not None
 
     async def days_seen(self, person_id: int, cam_id: str, since: dt.datetime) -> int:
         query = {"person_id": person_id, "cam_id": cam_id, "timestamp": {"$gte": since}}
@@ -394,13 +385,6 @@ class MongoHistoryStore:
         if query.limit:
             cursor = cursor.limit(query.limit)
         return [_event(d) for d in await _docs(cursor)]
-
-    async def _call(self, operation: Any) -> Any:
-        try:
-            async with timed("db"):
-                return await operation
-        except PyMongoError as e:
-            raise ServiceUnavailable(f"database unavailable: {e}") from e
 
 
 class GridFsMedia:

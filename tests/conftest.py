@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
@@ -28,10 +29,14 @@ from pymongo.errors import PyMongoError
 from facegrid import grpcserver
 from facegrid.health import Probe, check
 from facegrid.indexer import main as indexer_main
+from facegrid.indexer.core import Shard
+from facegrid.indexer.replica import ReplicationState
+from facegrid.indexer.servicer import IndexShardServicer
 from facegrid.indexer.settings import IndexerSettings
 from facegrid.operator.local import main as controlplane_main
 from facegrid.operator.local.settings import ControlPlaneSettings
 from facegrid.stack import redis_server
+from facegrid.v1 import index_pb2, index_pb2_grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FACES = REPO_ROOT.parent / "shared" / "data" / "faces"
@@ -235,3 +240,25 @@ def photo_server() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+async def serve_shard(
+    shard: Shard,
+    state: ReplicationState | None = None,
+    registry: CollectorRegistry | None = None,
+) -> tuple[grpc.aio.Server, str]:
+    """A shard served over gRPC on a loopback port, as facegrid-indexer serves it."""
+    service = grpcserver.GrpcService(
+        name=f"indexer-{shard.name}",
+        listen="127.0.0.1:0",
+        registrations=[
+            grpcserver.Registration(
+                index_pb2_grpc.add_IndexShardServicer_to_server,
+                IndexShardServicer(shard, state),
+                index_pb2.DESCRIPTOR.services_by_name["IndexShard"].full_name,
+            )
+        ],
+        registry=registry or CollectorRegistry(),
+    )
+    server, _, port = await grpcserver.start(service)
+    return server, f"127.0.0.1:{port}"

@@ -19,15 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from facegrid.gateway.core.errors import BadParam
+from facegrid.gateway.core.model import iso_time, media_url
 from facegrid.gateway.core.persons import Event
 
 SIGNATURE_HEADER = "X-FaceGrid-Signature"
 
 
 def event_body(event: Event, base_url: str = "") -> dict[str, Any]:
-    def url(path: str) -> str:
-        return f"{base_url}{path}" if path.startswith("/") else path
-
     return {
         "type": "face",
         "event_id": event.id,
@@ -36,10 +34,10 @@ def event_body(event: Event, base_url: str = "") -> dict[str, Any]:
         "cam_id": event.cam_id,
         "friend": event.friend,
         "meta": event.meta,
-        "photo": url(event.photo),
+        "photo": media_url(event.photo, base_url),
         "photo_hash": event.photo_hash,
-        "screenshot": url(event.screenshot),
-        "timestamp": event.timestamp.replace(tzinfo=None).isoformat(timespec="microseconds"),
+        "screenshot": media_url(event.screenshot, base_url),
+        "timestamp": iso_time(event.timestamp),
         **event.bbox.as_dict(),
     }
 

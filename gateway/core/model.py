@@ -44,7 +44,7 @@ class BBox:
     def parse(cls, value: Any, param: str) -> BBox:
         """A box as a {x1, y1, x2, y2} dictionary or an [x1, y1, x2, y2] array (or JSON text)."""
         if isinstance(value, str):
-            value = _json(value, param)
+            value = parse_json(value, param)
         if isinstance(value, dict):
             try:
                 coords = [value[k] for k in ("x1", "y1", "x2", "y2")]
@@ -72,7 +72,7 @@ def parse_bboxes(value: Any, param: str) -> list[BBox] | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
-        value = _json(value, param)
+        value = parse_json(value, param)
     if isinstance(value, dict) or (
         isinstance(value, list) and len(value) == 4 and all(_is_number(v) for v in value)
     ):
@@ -162,7 +162,9 @@ def parse_galleries(value: Any) -> list[str]:
         names: list[Any] = []
     elif isinstance(value, str):
         stripped = value.strip()
-        names = _json(stripped, "galleries") if stripped.startswith("[") else stripped.split(",")
+        names = (
+            parse_json(stripped, "galleries") if stripped.startswith("[") else stripped.split(",")
+        )
     elif isinstance(value, list):
         names = value
     else:
@@ -176,7 +178,7 @@ def parse_galleries(value: Any) -> list[str]:
     return result
 
 
-def _json(text: str, param: str) -> Any:
+def parse_json(text: str, param: str) -> Any:
     try:
         return json.loads(text)
     except ValueError:
@@ -250,14 +252,14 @@ class Face:
             "id": self.id,
             "meta": self.meta,
             "galleries": list(self.galleries),
-            "photo": _url(self.photo, base_url),
+            "photo": media_url(self.photo, base_url),
             "photo_hash": self.photo_hash,
-            "thumbnail": _url(self.thumbnail, base_url),
-            "timestamp": self.timestamp.replace(tzinfo=None).isoformat(timespec="microseconds"),
+            "thumbnail": media_url(self.thumbnail, base_url),
+            "timestamp": iso_time(self.timestamp),
             **self.bbox.as_dict(),
         }
         if self.normalized:
-            body["normalized"] = _url(self.normalized, base_url)
+            body["normalized"] = media_url(self.normalized, base_url)
         if self.person_id is not None:
             body["person_id"] = self.person_id
         if self.cam_id is not None:
@@ -272,5 +274,11 @@ class Face:
         return replace(self, **changes)
 
 
-def _url(path: str, base_url: str) -> str:
+def media_url(path: str, base_url: str) -> str:
+    """A stored media path ("/media/...") as a URL under base_url; other URLs as they are."""
     return f"{base_url.rstrip('/')}{path}" if path.startswith("/") else path
+
+
+def iso_time(when: dt.datetime) -> str:
+    """A time as the seed's API shows it: ISO 8601, microseconds, no zone."""
+    return when.replace(tzinfo=None).isoformat(timespec="microseconds")

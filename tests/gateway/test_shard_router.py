@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from facegrid import grpcserver
 from facegrid.gateway.core.errors import AlreadyExists, BadParam, NotFound, ServiceUnavailable
 from facegrid.gateway.shards import (
     ChannelPool,
@@ -25,10 +24,8 @@ from facegrid.gateway.shards import (
 )
 from facegrid.indexer.core import Shard
 from facegrid.indexer.replica import FOLLOWER, Follower, ReplicationState
-from facegrid.indexer.servicer import IndexShardServicer
 from facegrid.slots import SLOT_COUNT, slot_of
-from facegrid.v1 import index_pb2 as pb
-from facegrid.v1 import index_pb2_grpc
+from tests.conftest import serve_shard
 
 
 @dataclass
@@ -53,20 +50,8 @@ class Served:
 
 async def _serve(shard: Shard, state: ReplicationState | None = None) -> Served:
     registry = CollectorRegistry()
-    service = grpcserver.GrpcService(
-        name=f"indexer-{shard.name}",
-        listen="127.0.0.1:0",
-        registrations=[
-            grpcserver.Registration(
-                index_pb2_grpc.add_IndexShardServicer_to_server,
-                IndexShardServicer(shard, state),
-                pb.DESCRIPTOR.services_by_name["IndexShard"].full_name,
-            )
-        ],
-        registry=registry,
-    )
-    server, _, port = await grpcserver.start(service)
-    return Served(shard, f"127.0.0.1:{port}", server, registry)
+    server, address = await serve_shard(shard, state, registry)
+    return Served(shard, address, server, registry)
 
 
 @pytest.fixture

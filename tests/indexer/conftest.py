@@ -8,12 +8,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
-from facegrid import grpcserver
 from facegrid.indexer.core import Shard
-from facegrid.indexer.servicer import IndexShardServicer
-from facegrid.v1 import index_pb2, index_pb2_grpc
+from facegrid.v1 import index_pb2_grpc
+from tests.conftest import serve_shard
 
 
 @pytest.fixture
@@ -30,19 +28,7 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture
 async def shard_stub(shard: Shard) -> AsyncIterator[index_pb2_grpc.IndexShardStub]:
-    service = grpcserver.GrpcService(
-        name="indexer-test",
-        listen="127.0.0.1:0",
-        registrations=[
-            grpcserver.Registration(
-                index_pb2_grpc.add_IndexShardServicer_to_server,
-                IndexShardServicer(shard),
-                index_pb2.DESCRIPTOR.services_by_name["IndexShard"].full_name,
-            )
-        ],
-        registry=CollectorRegistry(),
-    )
-    server, _, port = await grpcserver.start(service)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    server, address = await serve_shard(shard)
+    async with grpc.aio.insecure_channel(address) as channel:
         yield index_pb2_grpc.IndexShardStub(channel)
     await server.stop(None)

@@ -10,14 +10,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry
 
-from facegrid import grpcserver
 from facegrid.indexer.core import Shard
 from facegrid.indexer.replica import FOLLOWER, Follower, ReplicationState
-from facegrid.indexer.servicer import IndexShardServicer
 from facegrid.v1 import index_pb2 as pb
 from facegrid.v1 import index_pb2_grpc
+from tests.conftest import serve_shard
 
 
 @dataclass
@@ -36,20 +34,7 @@ class Node:
 
 
 async def _serve(shard: Shard, state: ReplicationState) -> Node:
-    service = grpcserver.GrpcService(
-        name=f"indexer-{shard.name}",
-        listen="127.0.0.1:0",
-        registrations=[
-            grpcserver.Registration(
-                index_pb2_grpc.add_IndexShardServicer_to_server,
-                IndexShardServicer(shard, state),
-                pb.DESCRIPTOR.services_by_name["IndexShard"].full_name,
-            )
-        ],
-        registry=CollectorRegistry(),
-    )
-    server, _, port = await grpcserver.start(service)
-    address = f"127.0.0.1:{port}"
+    server, address = await serve_shard(shard, state)
     channel = grpc.aio.insecure_channel(address)
     return Node(shard, state, index_pb2_grpc.IndexShardStub(channel), address, server, channel)
 

@@ -32,8 +32,8 @@ def _block_is_free(base: int, size: int = 60) -> bool:
     return True
 
 
-@pytest.fixture
-def port_base() -> int:
+def free_port_block() -> int:
+    """The base of a free block of ports for `facegrid up --port-base`."""
     for _ in range(50):
         # Below Linux's ephemeral range (32768-60999), so no outgoing connection can take a
         # port of the block between this check and the stack binding it.
@@ -41,6 +41,11 @@ def port_base() -> int:
         if _block_is_free(base):
             return base
     raise RuntimeError("no free block of ports on loopback")
+
+
+@pytest.fixture
+def port_base() -> int:
+    return free_port_block()
 
 
 @dataclass

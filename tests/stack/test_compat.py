@@ -10,9 +10,7 @@ field against what the manual documents: names, types and shapes.
 from __future__ import annotations
 
 import base64
-import random
 import signal
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import pytest
 from facegrid.extractor.core.models import BUNDLE_VERSION
 from facegrid.stack import SHARD_PORT
 
-from .conftest import RunningStack, start_stack
+from .conftest import RunningStack, free_port_block, start_stack
 
 CAM = "0c1a8d52-5f0e-4b8e-9d1b-000000000001"
 BOX = {"x1": int, "x2": int, "y1": int, "y2": int}
@@ -45,22 +43,6 @@ def _shape(value: dict[str, Any], fields: dict[str, type]) -> None:
         assert isinstance(value[name], kind), f"{name}={value[name]!r} is not {kind.__name__}"
 
 
-def _free_block() -> int:
-    for _ in range(50):
-        base = random.randrange(20_000, 32_000, 100)
-        free = True
-        for port in range(base, base + 60):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    free = False
-                    break
-        if free:
-            return base
-    raise RuntimeError("no free block of ports on loopback")
-
-
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, model_bundle: Path
@@ -68,7 +50,7 @@ def stack(
     data = tmp_path_factory.mktemp("compat")
     (data / "models").mkdir()
     (data / "models" / BUNDLE_VERSION).symlink_to(model_bundle, target_is_directory=True)
-    base = _free_block()
+    base = free_port_block()
     running = start_stack(
         data,
         base,
