@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,6 +31,7 @@ from facegrid.gateway.core.galleries import Galleries
 from facegrid.gateway.core.live import EventBus, WebhookStore
 from facegrid.gateway.core.ports import MediaStore
 from facegrid.gateway.core.tokens import TokenStore, authenticate
+from facegrid.gateway.openapi import ERROR_RESPONSES
 from facegrid.gateway.params import Fetcher
 from facegrid.observability import RequestMetrics
 
@@ -37,6 +39,14 @@ API_VERSIONS = ("v0", "v1")
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Documented as a security scheme, so clients (and the fuzzer) know to send the header.
+TOKEN_HEADER = APIKeyHeader(
+    name="Authorization",
+    scheme_name="Token",
+    description="`Token <token>`, as made by `facegrid token`",
+    auto_error=False,
+)
 
 
 @dataclass
@@ -61,7 +71,7 @@ def _error_response(error: ApiError) -> JSONResponse:
 
 def _api_router(backends: Backends) -> APIRouter:
     async def require_token(
-        authorization: Annotated[str | None, Header()] = None,
+        authorization: Annotated[str | None, Depends(TOKEN_HEADER)] = None,
     ) -> None:
         await authenticate(backends.tokens, authorization)
 
@@ -75,6 +85,7 @@ def _api_router(backends: Backends) -> APIRouter:
                     endpoint,
                     methods=[method],
                     include_in_schema=variant == path,
+                    responses=ERROR_RESPONSES,
                     **kwargs,
                 )
             return endpoint

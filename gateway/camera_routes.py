@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from facegrid.gateway import openapi as doc
 from facegrid.gateway.core.cameras import CameraDirectory, CameraFields, parse_region, parse_text
 from facegrid.gateway.core.model import parse_bool
 from facegrid.gateway.face_routes import Registrar
@@ -26,7 +27,13 @@ def _fields(params: Params) -> CameraFields:
 
 
 def register(route: Registrar, cameras: CameraDirectory) -> None:
-    @route("/camera", "POST", status_code=201, summary="Create a camera")
+    @route(
+        "/camera",
+        "POST",
+        status_code=201,
+        summary="Create a camera",
+        openapi_extra=doc.body(doc.CAMERA),
+    )
     async def create_camera(request: Request) -> JSONResponse:
         camera = await cameras.create(_fields(await read_params(request)))
         return JSONResponse(camera.as_dict(), status_code=201)
@@ -43,6 +50,7 @@ def register(route: Registrar, cameras: CameraDirectory) -> None:
         "/camera/{camera_id}",
         "PUT",
         summary="Change a camera (rot and roi are replaced: leave them out to remove them)",
+        openapi_extra=doc.body(doc.CAMERA),
     )
     async def update_camera(request: Request, camera_id: str) -> dict[str, Any]:
         fields = _fields(await read_params(request))

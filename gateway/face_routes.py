@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from facegrid.gateway import openapi as doc
 from facegrid.gateway.core.errors import BadParam, NotFound
 from facegrid.gateway.core.faces import PAGE_SIZE, Faces
 from facegrid.gateway.core.model import (
@@ -36,6 +37,66 @@ from facegrid.gateway.core.ports import Detection, Extraction, MediaStore, Wante
 from facegrid.gateway.params import Fetcher, Params, photo_param, read_params
 
 MAX_ID = (1 << 63) - 1
+
+PAGE = {"max_id": doc.MAX_ID, "limit": doc.integer("Faces per page (default 20)", high=1000)}
+BOX_CORNERS = {
+    name: doc.integer(f"The face's box, {name} (with the other three, instead of bbox)", low=0)
+    for name in ("x1", "y1", "x2", "y2")
+}
+VERIFY = {
+    "photo1": doc.photo("The first photo"),
+    "photo2": doc.photo("The second photo"),
+    "bbox1": doc.boxes("Faces on photo1 as [[x1, y1, x2, y2], ...], instead of detecting them"),
+    "bbox2": doc.boxes("Faces on photo2, likewise"),
+    "threshold": doc.Param(
+        "As for identify, or `none` to leave out the verdict",
+        json={"oneOf": [doc.THRESHOLD.json, {"type": "string", "enum": ["none"]}]},
+    ),
+    "mf_selector": doc.MF_SELECTOR,
+}
+IDENTIFY = {
+    "photo": doc.photo(),
+    "bbox": doc.boxes("Faces as [[x1, y1, x2, y2], ...], instead of detecting them"),
+    **BOX_CORNERS,
+    "threshold": doc.THRESHOLD,
+    "n": doc.integer("Matches per face (default 1)"),
+    "strict": doc.flag("Fail instead of answering from only some of the shards"),
+    "mf_selector": doc.MF_SELECTOR,
+}
+ADD_FACE = {
+    "photo": doc.photo(),
+    "meta": doc.Param("Free text kept with the face, e.g. a name or an id"),
+    "galleries": doc.GALLERY_LIST,
+    "bbox": doc.boxes("Faces as [[x1, y1, x2, y2], ...], instead of detecting them"),
+    "mf_selector": doc.MF_SELECTOR,
+    "cam_id": doc.Param(
+        "The camera (UUID) the photo comes from", json={"type": "string", "format": "uuid"}
+    ),
+    "face0": doc.Param(
+        "The aligned face chip the video worker made (multipart only)",
+        json={"type": "string"},
+        part={"type": "string", "format": "binary"},
+    ),
+    "timestamp": doc.Param("When the photo was taken (ISO 8601)"),
+    "detectorParams": doc.Param(
+        "The video worker's scores, a JSON object of numbers",
+        json={"type": "object", "additionalProperties": {"type": "number"}},
+    ),
+    **doc.ATTRIBUTES,
+}
+UPDATE_FACE = {
+    "meta": doc.Param("The new meta"),
+    "person_id": doc.integer("The person this face belongs to"),
+    "galleries": doc.Param(
+        'Gallery changes: {"add": [...]}, {"del": [...]} or {"set": [...]}',
+        json={
+            "type": "object",
+            "properties": {
+                op: {"type": "array", "items": {"type": "string"}} for op in ("add", "del", "set")
+            },
+        },
+    ),
+}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,14 +133,24 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
     """Add the face routes through `route(path, method, **kw)`, which registers them on the
     versioned router with and without a trailing slash."""
 
-    @route("/detect", "POST", summary="Detect faces on a photo")
+    @route(
+        "/detect",
+        "POST",
+        summary="Detect faces on a photo",
+        openapi_extra=doc.body({"photo": doc.photo(), **doc.ATTRIBUTES}, required=("photo",)),
+    )
     async def detect(request: Request) -> dict[str, Any]:
         params = await read_params(request)
         photo = await photo_param(params, "photo", fetcher)
         found = await faces.analyse(photo, wanted(params, version_of(request)))
         return {"faces": [_detected(f) for f in found]}
 
-    @route("/verify", "POST", summary="Check whether two photos show the same person")
+    @route(
+        "/verify",
+        "POST",
+        summary="Check whether two photos show the same person",
+        openapi_extra=doc.body(VERIFY, required=("photo1", "photo2")),
+    )
     async def verify(request: Request) -> dict[str, Any]:
         params = await read_params(request)
         photo1 = await photo_param(params, "photo1", fetcher)
@@ -133,15 +204,30 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
             headers={"X-Live-Servers": f"{identified.live}/{identified.total}"},
         )
 
-    @route("/identify", "POST", summary="Find the most similar stored faces")
+    @route(
+        "/identify",
+        "POST",
+        summary="Find the most similar stored faces",
+        openapi_extra=doc.body(IDENTIFY, required=("photo",)),
+    )
     async def identify(request: Request) -> Response:
         return await identify_in(request, DEFAULT_GALLERY)
 
-    @route("/faces/gallery/{gallery}/identify", "POST", summary="Identify within one gallery")
+    @route(
+        "/faces/gallery/{gallery}/identify",
+        "POST",
+        summary="Identify within one gallery",
+        openapi_extra=doc.body(IDENTIFY, required=("photo",)),
+    )
     async def identify_gallery(request: Request, gallery: str) -> Response:
         return await identify_in(request, gallery)
 
-    @route("/face", "POST", summary="Add the faces on a photo to the database")
+    @route(
+        "/face",
+        "POST",
+        summary="Add the faces on a photo to the database",
+        openapi_extra=doc.body(ADD_FACE, required=("photo",)),
+    )
     async def add_face(request: Request) -> dict[str, Any]:
         params = await read_params(request)
         photo = await photo_param(params, "photo", fetcher)
@@ -165,7 +251,12 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
     async def get_face(request: Request, face_id: str) -> dict[str, Any]:
         return face_body(await faces.get(_face_id(face_id)), request)
 
-    @route("/face/id/{face_id}", "PUT", summary="Change a face's meta, person or galleries")
+    @route(
+        "/face/id/{face_id}",
+        "PUT",
+        summary="Change a face's meta, person or galleries",
+        openapi_extra=doc.body(UPDATE_FACE),
+    )
     async def update_face(request: Request, face_id: str) -> dict[str, Any]:
         params = await read_params(request)
         galleries = params.get("galleries")
@@ -214,11 +305,21 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
                 body["prev_page"] = f"{path}?max_id={previous}&limit={limit}"
         return body
 
-    @route("/faces", "GET", summary="All stored faces, newest first, paged by max_id")
+    @route(
+        "/faces",
+        "GET",
+        summary="All stored faces, newest first, paged by max_id",
+        openapi_extra=doc.query(PAGE),
+    )
     async def list_faces(request: Request) -> dict[str, Any]:
         return await listing(request, None)
 
-    @route("/faces/gallery/{gallery}", "GET", summary="The faces of one gallery")
+    @route(
+        "/faces/gallery/{gallery}",
+        "GET",
+        summary="The faces of one gallery",
+        openapi_extra=doc.query(PAGE),
+    )
     async def list_gallery_faces(request: Request, gallery: str) -> dict[str, Any]:
         return await listing(request, gallery)
 
@@ -254,7 +355,12 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
 def register_persons(route: Registrar, faces: Faces) -> None:
     """Persons and camera history (dynamic person creation, friend or foe)."""
 
-    @route("/persons", "GET", summary="All persons, newest first, paged by max_id")
+    @route(
+        "/persons",
+        "GET",
+        summary="All persons, newest first, paged by max_id",
+        openapi_extra=doc.query(PAGE),
+    )
     async def list_persons(request: Request) -> dict[str, Any]:
         params = Params(values=dict(request.query_params))
         limit = parse_int(params.get("limit"), "limit", default=PAGE_SIZE, low=1, high=1000)
@@ -274,7 +380,12 @@ def register_persons(route: Registrar, faces: Faces) -> None:
             "faces": [face_body(f, request) for f in person_faces],
         }
 
-    @route("/person/history/id/{person_id}", "GET", summary="A person's camera history")
+    @route(
+        "/person/history/id/{person_id}",
+        "GET",
+        summary="A person's camera history",
+        openapi_extra=doc.query(doc.HISTORY),
+    )
     async def person_history(request: Request, person_id: str) -> dict[str, Any]:
         params = await read_params(request)
         query = _history_query(params, person_id=_face_id(person_id, "person_id"))
@@ -293,7 +404,14 @@ def register_persons(route: Registrar, faces: Faces) -> None:
             ]
         }
 
-    @route("/history/search", "POST", summary="Camera history events, newest first")
+    @route(
+        "/history/search",
+        "POST",
+        summary="Camera history events, newest first",
+        openapi_extra=doc.body(
+            {"person_id": doc.integer("Only this person's events"), **doc.HISTORY}
+        ),
+    )
     async def search_history(request: Request) -> dict[str, Any]:
         params = await read_params(request)
         person = params.get("person_id")

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from facegrid.gateway import openapi as doc
 from facegrid.gateway.core.errors import NotFound
 from facegrid.gateway.core.live import EventBus, Filters, WebhookStore, new_webhook, parse_filters
 from facegrid.gateway.core.model import parse_bool, parse_int
@@ -29,7 +30,14 @@ def _filters(params: Params) -> Filters:
 
 
 def register(route: Registrar, bus: EventBus, webhooks: WebhookStore) -> None:
-    @route("/events", "GET", summary="Live face events (Server-Sent Events)")
+    @route(
+        "/events",
+        "GET",
+        summary="Live face events (Server-Sent Events)",
+        openapi_extra=doc.query(
+            {**doc.FILTERS, "limit": doc.integer("End the stream after this many events", low=0)}
+        ),
+    )
     async def events(request: Request) -> StreamingResponse:
         """Each event is `id: <stream id>`, `event: face`, `data: <JSON>`. Reconnecting with
         `Last-Event-ID` resumes after that event. `cam_ids`, `person_ids` and `friend`
@@ -59,7 +67,22 @@ def register(route: Registrar, bus: EventBus, webhooks: WebhookStore) -> None:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    @route("/webhooks", "POST", status_code=201, summary="Register a webhook")
+    @route(
+        "/webhooks",
+        "POST",
+        status_code=201,
+        summary="Register a webhook",
+        openapi_extra=doc.body(
+            {
+                "url": doc.Param(
+                    "Where events are POSTed", json={"type": "string", "format": "uri"}
+                ),
+                "secret": doc.Param("HMAC key for X-FaceGrid-Signature (one is made if left out)"),
+                **doc.FILTERS,
+            },
+            required=("url",),
+        ),
+    )
     async def add_webhook(request: Request) -> JSONResponse:
         params = await read_params(request)
         hook = new_webhook(params.get("url"), params.get("secret"), _filters(params))

@@ -71,6 +71,11 @@ async def test_an_allowed_url_is_fetched(server: int) -> None:
         "http://192.168.1.1/photo.jpg",
         "http://169.254.169.254/latest/meta-data/",
         "http://0.0.0.0:{port}/small",
+        # Other spellings of loopback: IPv4-mapped IPv6, a decimal, a hex and a short form.
+        "http://[::ffff:127.0.0.1]:{port}/small",
+        "http://2130706433:{port}/small",
+        "http://0x7f000001:{port}/small",
+        "http://127.1:{port}/small",
     ],
 )
 async def test_internal_addresses_are_refused_by_default(server: int, url: str) -> None:

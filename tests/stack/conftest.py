@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from facegrid.extractor.core.models import BUNDLE_VERSION
+
 STARTUP_TIMEOUT = 120.0
 
 
@@ -149,3 +151,23 @@ def launch(port_base: int) -> Iterator[Callable[..., RunningStack]]:
         stack.reader.join(10)
         assert stack.process.stdout is not None
         stack.process.stdout.close()
+
+
+@contextlib.contextmanager
+def stack_with_models(
+    data_dir: Path, model_bundle: Path, env_extra: dict[str, str] | None = None
+) -> Iterator[tuple[RunningStack, int]]:
+    """`facegrid up` on a free port block, using the session's model bundle (linked into its
+    data directory, so the stack does not build it again); stopped with SIGTERM afterwards."""
+    (data_dir / "models").mkdir()
+    (data_dir / "models" / BUNDLE_VERSION).symlink_to(model_bundle, target_is_directory=True)
+    base = free_port_block()
+    running = start_stack(data_dir, base, env_extra=env_extra)
+    try:
+        yield running, base
+    finally:
+        running.process.send_signal(signal.SIGTERM)
+        running.process.wait(60)
+        running.reader.join(10)
+        assert running.process.stdout is not None
+        running.process.stdout.close()

@@ -10,7 +10,6 @@ field against what the manual documents: names, types and shapes.
 from __future__ import annotations
 
 import base64
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,9 @@ import httpx
 import numpy as np
 import pytest
 
-from facegrid.extractor.core.models import BUNDLE_VERSION
 from facegrid.stack import SHARD_PORT
 
-from .conftest import RunningStack, free_port_block, start_stack
+from .conftest import RunningStack, stack_with_models
 
 CAM = "0c1a8d52-5f0e-4b8e-9d1b-000000000001"
 BOX = {"x1": int, "x2": int, "y1": int, "y2": int}
@@ -47,24 +45,15 @@ def _shape(value: dict[str, Any], fields: dict[str, type]) -> None:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, model_bundle: Path
 ) -> Iterator[tuple[RunningStack, int]]:
-    data = tmp_path_factory.mktemp("compat")
-    (data / "models").mkdir()
-    (data / "models" / BUNDLE_VERSION).symlink_to(model_bundle, target_is_directory=True)
-    base = free_port_block()
-    running = start_stack(
-        data,
-        base,
-        env_extra={
+    with stack_with_models(
+        tmp_path_factory.mktemp("compat"),
+        model_bundle,
+        {
             "FACEGRID_GATEWAY_FETCH_ALLOW": "127.0.0.0/8",
             "FACEGRID_GATEWAY_PERSON_IDENTIFY": "true",
         },
-    )
-    yield running, base
-    running.process.send_signal(signal.SIGTERM)
-    running.process.wait(60)
-    running.reader.join(10)
-    assert running.process.stdout is not None
-    running.process.stdout.close()
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
