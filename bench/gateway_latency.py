@@ -289,6 +289,8 @@ def main() -> None:
                 for p in psutil.Process(process.pid).children(recursive=True)
                 if "facegrid.gateway" in " ".join(p.cmdline())
             )
+            if args.seconds <= 0:
+                return
             before = gateway.memory_info().rss
             run_wrk(f"{api}/v1/identify", token, photo_url, args.seconds)
             after = gateway.memory_info().rss

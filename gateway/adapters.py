@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -20,8 +22,12 @@ from facegrid.gateway.core.errors import (
     ServiceUnavailable,
 )
 from facegrid.gateway.core.tokens import new_token, token_digest
+from facegrid.gateway.timing import timed
 from facegrid.v1 import controlplane_pb2 as cp
 from facegrid.v1 import controlplane_pb2_grpc
+
+# Tokens remembered as valid at once; past this the memory is cleared (a flood of tokens).
+MAX_REMEMBERED_TOKENS = 10_000
 
 _FROM_GRPC: dict[grpc.StatusCode, type[ApiError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: BadParam,
@@ -145,15 +151,39 @@ class ControlPlaneCameras:
 
 
 class MongoTokenStore:
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], db: str) -> None:
+    """Token digests in MongoDB. A token found there is remembered for `remember` seconds, so
+    a client's requests do not each wait on the database; unknown tokens are always looked up
+    (a new token works at once), and a deleted one stops working within `remember`."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        db: str,
+        remember: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._tokens = client[db].tokens
+        self._remember = remember
+        self._clock = clock
+        self._known: dict[str, float] = {}  # digest -> when to look it up again
 
     async def exists(self, token: str) -> bool:
+        digest = token_digest(token)
+        now = self._clock()
+        if self._known.get(digest, 0.0) > now:
+            return True
         try:
-            found = await self._tokens.find_one({"_id": token_digest(token)}, {"_id": 1})
+            async with timed("db"):
+                found = await self._tokens.find_one({"_id": digest}, {"_id": 1})
         except PyMongoError as e:
             raise ServiceUnavailable(f"token store unavailable: {e}") from e
-        return found is not None
+        if found is None:
+            self._known.pop(digest, None)
+            return False
+        if len(self._known) >= MAX_REMEMBERED_TOKENS:
+            self._known.clear()
+        self._known[digest] = now + self._remember
+        return True
 
 
 def create_token(mongo_uri: str, db: str, *, short: bool = False, note: str = "") -> str:

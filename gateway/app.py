@@ -7,6 +7,7 @@ FindFace error format; a client's mistake is never a 500.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from facegrid import __version__
@@ -65,6 +68,43 @@ class Backends:
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
 
 
+class _Observe:
+    """Times each request into the Server-Timing header, the request metrics and the log.
+
+    Plain ASGI rather than `@app.middleware("http")`, whose extra task and stream per request
+    cost more than the rest of the gateway's own share of a short request."""
+
+    def __init__(self, app: ASGIApp, metrics: RequestMetrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        token, tally = timing.begin()
+        status = 500
+
+        async def send_timed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers.append("Server-Timing", timing.header(tally, time.perf_counter() - start))
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_timed)
+        finally:
+            timing.end(token)
+            # Label by route template, not raw path, so gallery names don't explode cardinality.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self._metrics.observe(
+                "http", f"{scope['method']} {path}", str(status), time.perf_counter() - start
+            )
+
+
 def _error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status)
 
@@ -79,10 +119,19 @@ def _api_router(backends: Backends) -> APIRouter:
 
     def route(path: str, method: str, **kwargs: Any) -> Callable[[F], F]:
         def register(endpoint: F) -> F:
+            status = kwargs.get("status_code", 200)
+
+            # Handlers return plain JSON types: rendered directly, without FastAPI's
+            # validation and `jsonable_encoder` pass (5 ms for a page of 100 faces).
+            @functools.wraps(endpoint)
+            async def respond(*args: Any, **params: Any) -> Any:
+                result = await endpoint(*args, **params)
+                return result if isinstance(result, Response) else JSONResponse(result, status)
+
             for variant in (path, f"{path}/"):
                 router.add_api_route(
                     variant,
-                    endpoint,
+                    respond,
                     methods=[method],
                     include_in_schema=variant == path,
                     responses=ERROR_RESPONSES,
@@ -131,24 +180,7 @@ def create_app(backends: Backends) -> FastAPI:
     _register_docs(app)
     metrics = RequestMetrics("gateway", backends.registry)
 
-    @app.middleware("http")
-    async def observe(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        tally = timing.start()
-        response = await call_next(request)
-        response.headers["Server-Timing"] = timing.finish(tally, time.perf_counter() - start)
-        route = request.scope.get("route")
-        # Label by route template, not raw path, so gallery names don't explode cardinality.
-        path = getattr(route, "path", "unmatched")
-        metrics.observe(
-            "http",
-            f"{request.method} {path}",
-            str(response.status_code),
-            time.perf_counter() - start,
-        )
-        return response
+    app.add_middleware(_Observe, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:

@@ -17,13 +17,18 @@ _tally: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar
 )
 
 
-def start() -> contextvars.Token[dict[str, float] | None]:
-    return _tally.set({})
+def begin() -> tuple[contextvars.Token[dict[str, float] | None], dict[str, float]]:
+    """Start the current request's tally; `end` with the token when the request is done."""
+    tally: dict[str, float] = {}
+    return _tally.set(tally), tally
 
 
-def finish(token: contextvars.Token[dict[str, float] | None], total: float) -> str:
-    tally = _tally.get() or {}
+def end(token: contextvars.Token[dict[str, float] | None]) -> None:
     _tally.reset(token)
+
+
+def header(tally: dict[str, float], total: float) -> str:
+    """The Server-Timing value: each backend's time, the gateway's own share and the total."""
     backends = sum(tally.values())
     parts = [f"{name};dur={seconds * 1000:.2f}" for name, seconds in sorted(tally.items())]
     parts.append(f"gateway;dur={max(total - backends, 0.0) * 1000:.2f}")

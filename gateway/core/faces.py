@@ -466,8 +466,8 @@ class Faces:
 
     async def previous_max_id(self, gallery: str | None, first_id: int, limit: int) -> int | None:
         """The max_id whose page comes before the page starting at first_id; None at the top."""
-        newer = await self._store.page(gallery=gallery, max_id=None, limit=limit, min_id=first_id)
-        return newer[0].id + 1 if newer else None
+        newer = await self._store.ids_above(gallery=gallery, min_id=first_id, limit=limit)
+        return newer[-1] + 1 if newer else None
 
     async def by_meta(self, meta: str, gallery: str | None = None) -> list[Face]:
         return await self._store.by_meta(meta, gallery)

@@ -128,11 +128,13 @@ class FaceStore(Protocol):
         galleries: Sequence[str] | None = None,
     ) -> Face | None: ...
 
-    async def page(
-        self, *, gallery: str | None, max_id: int | None, limit: int, min_id: int | None = None
-    ) -> list[Face]:
-        """Up to limit faces, highest id first: those with an id below max_id (from the top
-        when None), or with min_id, the limit faces just above min_id."""
+    async def page(self, *, gallery: str | None, max_id: int | None, limit: int) -> list[Face]:
+        """Up to limit faces, highest id first, with an id below max_id (from the top when
+        None)."""
+        ...
+
+    async def ids_above(self, *, gallery: str | None, min_id: int, limit: int) -> list[int]:
+        """The ids of the limit faces just above min_id, ascending."""
         ...
 
     async def by_meta(self, meta: str, gallery: str | None) -> list[Face]: ...

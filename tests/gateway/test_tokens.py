@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
-from facegrid.gateway.adapters import create_token, kept_token
+from facegrid.gateway.adapters import MongoTokenStore, create_token, kept_token
 from facegrid.gateway.core.tokens import token_digest
 
 
@@ -38,3 +38,25 @@ async def test_tokens_authenticate(
         refused = await api.get("/v0/galleries", headers={"Authorization": header})
         assert refused.status_code == 401
         assert refused.json()["code"] == "AUTH_FAILED"
+
+
+async def test_a_valid_token_is_remembered_for_a_while(mongo_server: str, mongo_db: str) -> None:
+    """Requests with a known token do not each wait on MongoDB; a removed token stops working
+    once the memory of it runs out, and an unknown token is looked up every time."""
+    now = [1000.0]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server)
+    store = MongoTokenStore(client, mongo_db, remember=10.0, clock=lambda: now[0])
+    token = create_token(mongo_server, mongo_db)
+    later = "not-yet-" + token
+    try:
+        assert not await store.exists(later)
+        assert await store.exists(token)
+        await client[mongo_db].tokens.delete_one({"_id": token_digest(token)})
+        now[0] += 9.0
+        assert await store.exists(token)  # remembered
+        now[0] += 2.0
+        assert not await store.exists(token)  # looked up again: gone
+        await client[mongo_db].tokens.insert_one({"_id": token_digest(later)})
+        assert await store.exists(later)  # a refusal is not remembered
+    finally:
+        await client.close()
