@@ -52,6 +52,7 @@ PORTS = {
     "extractor": 7,
     "extractor-metrics": 8,
     "extractor-http": 9,
+    "licensing-ui": 10,
 }
 SHARD_PORT = 20
 MAX_SHARDS = 16
@@ -192,7 +193,12 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
             "licensing",
             "facegrid.licensing",
             "licensing",
-            {"listen": address("licensing"), "metrics_listen": address("licensing-metrics")},
+            {
+                "listen": address("licensing"),
+                "metrics_listen": address("licensing-metrics"),
+                "ui": address("licensing-ui"),
+                "license_dir": str(settings.data_dir / "license"),
+            },
             1,
             address("licensing"),
         )
@@ -358,6 +364,8 @@ class Stack:
         models = extractor.env.get("FACEGRID_EXTRACTOR_MODEL_DIR")
         gateway = next(c for c in self.components if c.name == "gateway")
         url = f"http://{gateway.probe.target}"
+        licensing = next(c for c in self.components if c.name == "licensing")
+        licensing_ui = licensing.env["FACEGRID_LICENSING_UI"]
         self.say(
             "FaceGrid is up.\n"
             f"  API:      {url}/v1/\n"
@@ -365,6 +373,8 @@ class Stack:
             f"  Token:    {self.token}\n"
             f"  Data:     {self.data_dir}\n"
             f"  Models:   {models or 'none: run `facegrid models build`, then restart'}\n"
+            f"  Licence:  http://{licensing_ui}/ (upload with the token in "
+            f"{self.data_dir / 'license' / 'admin-token'}; without one, community limits)\n"
             f"  Status:   facegrid status --data-dir {self.data_dir}\n"
             "Press Ctrl-C to stop."
         )

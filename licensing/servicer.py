@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -25,8 +23,29 @@ class LicensingServicer(licensing_pb2_grpc.LicensingServicer):
         except UnknownResource as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         return pb.CheckResponse(
-            allowed=decision.allowed, reason=decision.reason, limit=decision.limit
+            allowed=decision.allowed,
+            reason=decision.reason,
+            limit=decision.limit or 0,
+            unlimited=decision.limit is None,
         )
+
+    async def Acquire(self, request: pb.AcquireRequest, context: Context) -> pb.AcquireResponse:
+        if not request.holder:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "holder is required")
+        try:
+            decision = self._server.acquire(request.resource, request.holder, request.count or 1)
+        except UnknownResource as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return pb.AcquireResponse(
+            granted=decision.allowed,
+            reason=decision.reason,
+            lease_id=decision.lease_id,
+            limit=decision.limit or 0,
+            unlimited=decision.limit is None,
+        )
+
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        return pb.ReleaseResponse(released=self._server.release(request.lease_id))
 
     async def Heartbeat(
         self, request: pb.HeartbeatRequest, context: Context
@@ -35,25 +54,36 @@ class LicensingServicer(licensing_pb2_grpc.LicensingServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "component and instance are required"
             )
-        valid = self._server.heartbeat(request.component, request.instance, dict(request.usage))
+        valid = self._server.heartbeat(
+            request.component, request.instance, dict(request.usage), request.address
+        )
         return pb.HeartbeatResponse(valid=valid, interval_seconds=self._server.heartbeat_interval)
 
     async def GetInfo(self, request: pb.InfoRequest, context: Context) -> pb.LicenseInfo:
-        license = self._server.license
-        valid, reason = license.valid(time.time())
+        server = self._server
+        licence = server.licence
+        valid, reason = server.validity()
+        limits = []
+        for resource in RESOURCES:
+            limit = server.limit(resource)
+            limits.append(
+                pb.LicenseLimit(
+                    resource=resource,
+                    limit=limit or 0,
+                    unlimited=limit is None,
+                    in_use=server.in_use(resource),
+                )
+            )
         info = pb.LicenseInfo(
-            license_id=license.license_id,
-            licensee=license.licensee,
+            license_id=licence.license_id if licence else "",
+            licensee=licence.customer if licence else "",
             valid=valid,
             reason=reason,
-            features=license.features,
-            limits=[
-                pb.LicenseLimit(
-                    resource=r, limit=license.limits.get(r, 0), in_use=self._server.in_use(r)
-                )
-                for r in RESOURCES
-            ],
+            features=sorted(server.features()),
+            limits=limits,
+            type=server.mode,
+            last_updated_seconds=int(server.last_updated()),
         )
-        if license.expires_at is not None:
-            info.expires_at.CopyFrom(Timestamp(seconds=int(license.expires_at)))
+        if licence is not None and licence.expires is not None:
+            info.expires_at.CopyFrom(Timestamp(seconds=int(licence.expires)))
         return info

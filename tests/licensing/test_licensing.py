@@ -1,80 +1,338 @@
-"""Licensing: limits checked against usage that components report in heartbeats."""
+"""Licensing: signed licence files, the license server's limits and leases, its HTTP side
+(license.json, upload) and online mode from an upstream license server.
+
+The license servers here are real services (gRPC and HTTP on loopback); the vendor key pair is
+made per session, as a vendor would with `facegrid license keygen`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import json
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
+import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 
 from facegrid import grpcserver
 from facegrid.licensing import main as licensing_main
-from facegrid.licensing.core import EVALUATION_LIMITS, License, LicenseServer
+from facegrid.licensing import signing
+from facegrid.licensing.core import (
+    COMMUNITY_LIMITS,
+    SOURCE_TIMEOUT,
+    Licence,
+    LicenceError,
+    LicenseServer,
+)
 from facegrid.licensing.settings import LicensingSettings
 from facegrid.v1 import licensing_pb2 as pb
 from facegrid.v1 import licensing_pb2_grpc
+from tests.conftest import free_port
+
+INSTALLATION = "inst-0001"
+
+
+@dataclass
+class Vendor:
+    private: Ed25519PrivateKey
+    public_pem: Path
+
+    def licence(self, **fields: object) -> bytes:
+        values: dict[str, object] = {
+            "license_id": "lic-1",
+            "customer": "ACME",
+            "generated": time.time() - 60,
+            "installation": INSTALLATION,
+            "limits": {"faces": 1000, "cameras": 2, "extractors": 1},
+        }
+        values.update(fields)
+        return signing.issue(self.private, Licence(**values))  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def vendor(tmp_path_factory: pytest.TempPathFactory) -> Vendor:
+    private_pem, public_pem = signing.new_key_pair()
+    path = tmp_path_factory.mktemp("vendor") / "vendor.pub.pem"
+    path.write_bytes(public_pem)
+    return Vendor(signing.private_key(private_pem), path)
 
 
 class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
 
 
-def test_check_counts_heartbeat_usage_until_it_goes_stale() -> None:
-    clock = FakeClock()
-    server = LicenseServer(License(limits={"cameras": 4}), heartbeat_interval=10, clock=clock)
-    server.heartbeat("video", "worker-a", {"cameras": 3})
-    assert server.check("cameras", 1).allowed
-    refused = server.check("cameras", 2)
-    assert not refused.allowed
-    assert refused.limit == 4
-    assert "3 in use" in refused.reason
-
-    clock.now = 31.0  # three missed heartbeats: worker-a's cameras no longer count
-    assert server.in_use("cameras") == 0
-    assert server.check("cameras", 4).allowed
+# Licence files.
 
 
-def test_caller_counted_usage_and_expiry() -> None:
-    server = LicenseServer(License(limits={"faces": 10}), heartbeat_interval=10)
-    assert not server.check("faces", 1, in_use=10).allowed
-    expired = LicenseServer(License(expires_at=1.0), heartbeat_interval=10)
-    decision = expired.check("faces", 1)
-    assert not decision.allowed
-    assert "expired" in decision.reason
+def _read(vendor: Vendor, data: bytes, now: float | None = None) -> Licence:
+    key = signing.public_key(vendor.public_pem.read_bytes())
+    return signing.read(data, key, installation=INSTALLATION, now=now or time.time())
 
 
-@pytest.fixture
-async def licensing(unused_port: int) -> AsyncIterator[licensing_pb2_grpc.LicensingStub]:
-    settings = LicensingSettings(listen=f"127.0.0.1:{unused_port}", metrics_listen=None)
-    server, _, port = await grpcserver.start(licensing_main.build(settings, CollectorRegistry()))
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield licensing_pb2_grpc.LicensingStub(channel)
-    await server.stop(None)
+def _tampered(data: bytes) -> bytes:
+    envelope = json.loads(data)
+    payload = json.loads(base64.b64decode(envelope["payload"]))
+    payload["limits"]["faces"] = 10**9
+    envelope["payload"] = base64.b64encode(json.dumps(payload).encode()).decode()
+    return json.dumps(envelope).encode()
 
 
-async def test_licensing_over_grpc(licensing: licensing_pb2_grpc.LicensingStub) -> None:
-    info = await licensing.GetInfo(pb.InfoRequest())
-    assert info.valid
-    assert info.licensee == "evaluation"
-    assert {lim.resource: lim.limit for lim in info.limits} == EVALUATION_LIMITS
+def test_a_signed_licence_reads_back(vendor: Vendor) -> None:
+    licence = _read(vendor, vendor.licence(features=frozenset({"gender", "fast-index"})))
+    assert licence.customer == "ACME"
+    assert licence.limits == {"faces": 1000, "cameras": 2, "extractors": 1}
+    assert licence.features == {"gender", "fast-index"}
 
-    beat = await licensing.Heartbeat(
-        pb.HeartbeatRequest(component="indexer", instance="shard-0", usage={"shards": 1})
+
+def test_bad_licences_are_refused_with_the_reason(vendor: Vendor) -> None:
+    other_private, _ = signing.new_key_pair()
+    other = signing.issue(
+        signing.private_key(other_private),
+        Licence(license_id="x", customer="ACME", generated=time.time()),
     )
-    assert beat.valid
-    assert beat.interval_seconds == 30
-    check = await licensing.Check(pb.CheckRequest(resource="shards", amount=4))
-    assert not check.allowed
-    assert check.limit == EVALUATION_LIMITS["shards"]
+    cases = {
+        _tampered(vendor.licence()): "signature does not match",
+        other: "signature does not match",
+        vendor.licence(expires=time.time() - 10): "expired on",
+        vendor.licence(installation="inst-9999"): "issued for installation inst-9999",
+        vendor.licence(generated=time.time() + 3600): "in the future",
+        b"not json": "not a FaceGrid licence file",
+    }
+    for data, reason in cases.items():
+        with pytest.raises(LicenceError, match=reason):
+            _read(vendor, data)
 
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await licensing.Check(pb.CheckRequest(resource="unicorns", amount=1))
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await licensing.Heartbeat(pb.HeartbeatRequest(component="video"))
-    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+def test_a_licence_for_any_installation_reads_anywhere(vendor: Vendor) -> None:
+    assert _read(vendor, vendor.licence(installation="")).installation == ""
+
+
+# The license server's bookkeeping.
+
+
+def _server(clock: FakeClock, licence: Licence | None = None) -> LicenseServer:
+    server = LicenseServer(heartbeat_interval=10, mode="community", clock=clock)
+    if licence is not None:
+        server.install(licence, "/licences/a.lic", "offline")
+    return server
+
+
+def test_counted_usage_comes_from_current_heartbeats() -> None:
+    clock = FakeClock()
+    licence = Licence(license_id="a", customer="c", generated=0, limits={"faces": 10})
+    server = _server(clock, licence)
+    server.heartbeat("gateway", "gw-1", {"faces": 7})
+    assert server.check("faces", 3).allowed
+    refused = server.check("faces", 4)
+    assert not refused.allowed
+    assert refused.reason == "the licence allows 10 faces; 7 in use, 4 more asked"
+    assert not server.check("faces", 1, in_use=10).allowed  # the caller's own count
+    clock.now += 31  # three missed heartbeats
+    assert server.in_use("faces") == 0
+
+
+def test_leases_are_limited_and_lapse_with_their_holder() -> None:
+    clock = FakeClock()
+    licence = Licence(license_id="a", customer="c", generated=0, limits={"cameras": 2})
+    server = _server(clock, licence)
+    first = server.acquire("cameras", "video-1")
+    second = server.acquire("cameras", "video-2")
+    assert first.allowed and second.allowed and first.lease_id != second.lease_id
+    third = server.acquire("cameras", "video-3")
+    assert not third.allowed
+    assert "allows 2 cameras; 2 in use" in third.reason
+    assert server.release(first.lease_id)
+    assert server.acquire("cameras", "video-3").allowed
+    # video-2 dies (no more heartbeats); the others keep beating.
+    for _ in range(4):
+        clock.now += 10
+        server.heartbeat("video", "video-3", {})
+    assert server.in_use("cameras") == 1
+    assert server.acquire("cameras", "video-4").allowed
+    assert server.acquire("extractors", "x-1").allowed  # not limited by this licence
+
+
+def test_no_valid_licence_refuses_work_with_the_reason() -> None:
+    clock = FakeClock()
+    server = _server(clock)
+    server.refuse("a.lic: the licence expired on 2026-01-01T00:00:00+00:00", "a.lic", "offline")
+    decision = server.check("faces", 1)
+    assert not decision.allowed
+    assert decision.reason.startswith("no valid licence: a.lic: the licence expired")
+    assert server.features() == frozenset()
+    info = server.info()
+    assert info["valid"] == {"value": False, "description": server.validity()[1]}
+
+
+def test_an_online_licence_times_out_when_the_source_stays_silent() -> None:
+    clock = FakeClock()
+    server = LicenseServer(heartbeat_interval=10, mode="online", clock=clock)
+    assert server.validity() == (False, "no licence has been read yet")
+    licence = Licence(license_id="a", customer="c", generated=0, features=frozenset({"age"}))
+    server.install(licence, "http://upstream/license.lic", "online")
+    clock.now += SOURCE_TIMEOUT - 1
+    server.unreachable("connection refused")
+    valid, warning = server.validity()
+    assert valid and warning == "connection refused"
+    assert server.info()["last_updated"] == SOURCE_TIMEOUT - 1
+    clock.now += 2
+    valid, why = server.validity()
+    assert not valid and "has not answered for 121 s" in why
+    assert not server.check("faces", 1).allowed
+
+
+# The service: gRPC, HTTP, folder and upstream sources.
+
+
+@dataclass
+class Running:
+    stub: licensing_pb2_grpc.LicensingStub
+    ui: str
+    folder: Path | None
+
+
+@contextlib.asynccontextmanager
+async def running(
+    vendor: Vendor, folder: Path | None, upstream: str = "", ui_port: int | None = None
+) -> AsyncIterator[Running]:
+    ui = f"127.0.0.1:{ui_port or free_port()}"
+    settings = LicensingSettings(
+        listen=f"127.0.0.1:{free_port()}",
+        metrics_listen=None,
+        ui=ui,
+        license_dir=folder,
+        upstream=upstream,
+        public_key=vendor.public_pem,
+        installation=INSTALLATION,
+        admin_token="admin-secret",
+        refresh_interval=0.1,
+        heartbeat_interval=10,
+    )
+    service = licensing_main.build(settings, CollectorRegistry())
+    server, _, port = await grpcserver.start(service)
+    for hook in service.on_start:
+        await hook()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield Running(licensing_pb2_grpc.LicensingStub(channel), f"http://{ui}", folder)
+    finally:
+        await server.stop(None)
+        for hook in service.on_stop:
+            await hook()
+
+
+async def _upload(ui: str, data: bytes, token: str = "admin-secret") -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.post(
+            f"{ui}/license",
+            files={"license": ("a.lic", data)},
+            headers={"Authorization": f"Token {token}"},
+        )
+
+
+async def _license_json(ui: str) -> dict[str, object]:
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"{ui}/license.json")
+    assert response.status_code == 200
+    body: dict[str, object] = response.json()
+    return body
+
+
+async def test_community_mode_until_a_licence_is_uploaded(vendor: Vendor, tmp_path: Path) -> None:
+    async with running(vendor, tmp_path / "license") as lic:
+        info = await lic.stub.GetInfo(pb.InfoRequest())
+        assert info.valid and info.type == "community"
+        assert {m.resource: m.limit for m in info.limits} == COMMUNITY_LIMITS
+        body = await _license_json(lic.ui)
+        assert body["type"] == "community" and body["valid"] == {"value": True, "description": ""}
+
+        assert (await _upload(lic.ui, vendor.licence(), token="wrong")).status_code == 401
+        tampered = await _upload(lic.ui, _tampered(vendor.licence()))
+        assert tampered.status_code == 400
+        assert "signature does not match" in tampered.json()["reason"]
+        assert not list((tmp_path / "license").glob("*.lic"))  # nothing stored
+
+        installed = await _upload(lic.ui, vendor.licence())
+        assert installed.status_code == 200, installed.text
+        await lic.stub.Heartbeat(
+            pb.HeartbeatRequest(
+                component="gateway", instance="gw-1", usage={"faces": 12}, address="127.0.0.1:1"
+            )
+        )
+        body = await _license_json(lic.ui)
+        assert body["type"] == "offline" and body["license_id"] == "lic-1"
+        limits = {entry["name"]: entry for entry in body["limits"]}  # type: ignore[attr-defined]
+        assert limits["faces"]["value"] == 1000 and limits["faces"]["current"] == 12
+        assert limits["emotions"] == {"type": "boolean", "name": "emotions", "value": True}
+        assert body["services"] == [{"name": "gateway", "ip": "127.0.0.1:1"}]
+
+        granted = await lic.stub.Acquire(pb.AcquireRequest(resource="extractors", holder="x-1"))
+        refused = await lic.stub.Acquire(pb.AcquireRequest(resource="extractors", holder="x-2"))
+        assert granted.granted and not refused.granted
+        assert "allows 1 extractors" in refused.reason
+        assert (await lic.stub.Release(pb.ReleaseRequest(lease_id=granted.lease_id))).released
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await lic.stub.Acquire(pb.AcquireRequest(resource="faces", holder="x-1"))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    # Restarted, it finds the uploaded licence in its folder.
+    async with running(vendor, tmp_path / "license") as lic:
+        info = await lic.stub.GetInfo(pb.InfoRequest())
+        assert info.valid and info.license_id == "lic-1" and info.type == "offline"
+
+
+async def test_a_bad_licence_file_in_the_folder_is_reported(vendor: Vendor, tmp_path: Path) -> None:
+    folder = tmp_path / "license"
+    folder.mkdir()
+    (folder / "old.lic").write_bytes(vendor.licence(expires=time.time() - 5))
+    async with running(vendor, folder) as lic:
+        info = await lic.stub.GetInfo(pb.InfoRequest())
+        assert not info.valid
+        assert info.reason.startswith("old.lic: the licence expired on")
+        check = await lic.stub.Check(pb.CheckRequest(resource="faces", amount=1))
+        assert not check.allowed and "expired" in check.reason
+        body = await _license_json(lic.ui)
+        assert body["valid"]["value"] is False  # type: ignore[index]
+
+
+async def test_online_mode_follows_the_upstream_and_rides_out_its_restart(
+    vendor: Vendor, tmp_path: Path
+) -> None:
+    folder = tmp_path / "upstream"
+    folder.mkdir()
+    (folder / "a.lic").write_bytes(vendor.licence(license_id="net-1"))
+    port = free_port()
+    async with contextlib.AsyncExitStack() as upstream_scope:
+        upstream = await upstream_scope.enter_async_context(running(vendor, folder, ui_port=port))
+        async with running(vendor, None, upstream=upstream.ui) as local:
+            info = await _wait_for(local, lambda i: i.license_id == "net-1")
+            assert info.type == "online" and info.valid and info.reason == ""
+
+            await upstream_scope.aclose()  # the upstream license server stops
+            info = await _wait_for(local, lambda i: "does not answer" in i.reason)
+            assert info.valid and info.license_id == "net-1"  # riding it out
+
+            async with running(vendor, folder, ui_port=port):  # and comes back
+                info = await _wait_for(local, lambda i: i.reason == "")
+                assert info.valid and info.last_updated_seconds <= 1
+
+
+async def _wait_for(lic: Running, predicate: object, timeout: float = 5.0) -> pb.LicenseInfo:
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await lic.stub.GetInfo(pb.InfoRequest())
+        if predicate(info) or time.monotonic() > deadline:  # type: ignore[operator]
+            return info
+        await asyncio.sleep(0.05)

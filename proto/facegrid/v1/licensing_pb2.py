@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x61\x63\x65grid/v1/licensing.proto\x12\x0b\x66\x61\x63\x65grid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x0c\x43heckRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\x12\x0e\n\x06in_use\x18\x03 \x01(\x04\"?\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x04\"\x9e\x01\n\x10HeartbeatRequest\x12\x11\n\tcomponent\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x37\n\x05usage\x18\x03 \x03(\x0b\x32(.facegrid.v1.HeartbeatRequest.UsageEntry\x1a,\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"<\n\x11HeartbeatResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x18\n\x10interval_seconds\x18\x02 \x01(\r\"\r\n\x0bInfoRequest\"?\n\x0cLicenseLimit\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x0e\n\x06in_use\x18\x03 \x01(\x04\"\xbf\x01\n\x0bLicenseInfo\x12\x12\n\nlicense_id\x18\x01 \x01(\t\x12\x10\n\x08licensee\x18\x02 \x01(\t\x12\r\n\x05valid\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06limits\x18\x06 \x03(\x0b\x32\x19.facegrid.v1.LicenseLimit\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x03(\t2\xd6\x01\n\tLicensing\x12>\n\x05\x43heck\x12\x19.facegrid.v1.CheckRequest\x1a\x1a.facegrid.v1.CheckResponse\x12J\n\tHeartbeat\x12\x1d.facegrid.v1.HeartbeatRequest\x1a\x1e.facegrid.v1.HeartbeatResponse\x12=\n\x07GetInfo\x12\x18.facegrid.v1.InfoRequest\x1a\x18.facegrid.v1.LicenseInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x66\x61\x63\x65grid/v1/licensing.proto\x12\x0b\x66\x61\x63\x65grid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"@\n\x0c\x43heckRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\x12\x0e\n\x06in_use\x18\x03 \x01(\x04\"R\n\rCheckResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x04\x12\x11\n\tunlimited\x18\x04 \x01(\x08\"A\n\x0e\x41\x63quireRequest\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x04\"f\n\x0f\x41\x63quireResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\x04\x12\x11\n\tunlimited\x18\x05 \x01(\x08\"\"\n\x0eReleaseRequest\x12\x10\n\x08lease_id\x18\x01 \x01(\t\"#\n\x0fReleaseResponse\x12\x10\n\x08released\x18\x01 \x01(\x08\"\xaf\x01\n\x10HeartbeatRequest\x12\x11\n\tcomponent\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\t\x12\x37\n\x05usage\x18\x03 \x03(\x0b\x32(.facegrid.v1.HeartbeatRequest.UsageEntry\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x1a,\n\nUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"<\n\x11HeartbeatResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x18\n\x10interval_seconds\x18\x02 \x01(\r\"\r\n\x0bInfoRequest\"R\n\x0cLicenseLimit\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x04\x12\x0e\n\x06in_use\x18\x03 \x01(\x04\x12\x11\n\tunlimited\x18\x04 \x01(\x08\"\xeb\x01\n\x0bLicenseInfo\x12\x12\n\nlicense_id\x18\x01 \x01(\t\x12\x10\n\x08licensee\x18\x02 \x01(\t\x12\r\n\x05valid\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06limits\x18\x06 \x03(\x0b\x32\x19.facegrid.v1.LicenseLimit\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x03(\t\x12\x0c\n\x04type\x18\x08 \x01(\t\x12\x1c\n\x14last_updated_seconds\x18\t \x01(\x04\x32\xe2\x02\n\tLicensing\x12>\n\x05\x43heck\x12\x19.facegrid.v1.CheckRequest\x1a\x1a.facegrid.v1.CheckResponse\x12\x44\n\x07\x41\x63quire\x12\x1b.facegrid.v1.AcquireRequest\x1a\x1c.facegrid.v1.AcquireResponse\x12\x44\n\x07Release\x12\x1b.facegrid.v1.ReleaseRequest\x1a\x1c.facegrid.v1.ReleaseResponse\x12J\n\tHeartbeat\x12\x1d.facegrid.v1.HeartbeatRequest\x1a\x1e.facegrid.v1.HeartbeatResponse\x12=\n\x07GetInfo\x12\x18.facegrid.v1.InfoRequest\x1a\x18.facegrid.v1.LicenseInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKREQUEST']._serialized_start=77
   _globals['_CHECKREQUEST']._serialized_end=141
   _globals['_CHECKRESPONSE']._serialized_start=143
-  _globals['_CHECKRESPONSE']._serialized_end=206
-  _globals['_HEARTBEATREQUEST']._serialized_start=209
-  _globals['_HEARTBEATREQUEST']._serialized_end=367
-  _globals['_HEARTBEATREQUEST_USAGEENTRY']._serialized_start=323
-  _globals['_HEARTBEATREQUEST_USAGEENTRY']._serialized_end=367
-  _globals['_HEARTBEATRESPONSE']._serialized_start=369
-  _globals['_HEARTBEATRESPONSE']._serialized_end=429
-  _globals['_INFOREQUEST']._serialized_start=431
-  _globals['_INFOREQUEST']._serialized_end=444
-  _globals['_LICENSELIMIT']._serialized_start=446
-  _globals['_LICENSELIMIT']._serialized_end=509
-  _globals['_LICENSEINFO']._serialized_start=512
-  _globals['_LICENSEINFO']._serialized_end=703
-  _globals['_LICENSING']._serialized_start=706
-  _globals['_LICENSING']._serialized_end=920
+  _globals['_CHECKRESPONSE']._serialized_end=225
+  _globals['_ACQUIREREQUEST']._serialized_start=227
+  _globals['_ACQUIREREQUEST']._serialized_end=292
+  _globals['_ACQUIRERESPONSE']._serialized_start=294
+  _globals['_ACQUIRERESPONSE']._serialized_end=396
+  _globals['_RELEASEREQUEST']._serialized_start=398
+  _globals['_RELEASEREQUEST']._serialized_end=432
+  _globals['_RELEASERESPONSE']._serialized_start=434
+  _globals['_RELEASERESPONSE']._serialized_end=469
+  _globals['_HEARTBEATREQUEST']._serialized_start=472
+  _globals['_HEARTBEATREQUEST']._serialized_end=647
+  _globals['_HEARTBEATREQUEST_USAGEENTRY']._serialized_start=603
+  _globals['_HEARTBEATREQUEST_USAGEENTRY']._serialized_end=647
+  _globals['_HEARTBEATRESPONSE']._serialized_start=649
+  _globals['_HEARTBEATRESPONSE']._serialized_end=709
+  _globals['_INFOREQUEST']._serialized_start=711
+  _globals['_INFOREQUEST']._serialized_end=724
+  _globals['_LICENSELIMIT']._serialized_start=726
+  _globals['_LICENSELIMIT']._serialized_end=808
+  _globals['_LICENSEINFO']._serialized_start=811
+  _globals['_LICENSEINFO']._serialized_end=1046
+  _globals['_LICENSING']._serialized_start=1049
+  _globals['_LICENSING']._serialized_end=1403
 # @@protoc_insertion_point(module_scope)

@@ -3,8 +3,10 @@
 isort:skip_file
 Licensing: the licence in force and its limits (the seed's NTLS).
 
-Licensable components ask Check before they take on more work (another face, camera or shard),
-and send Heartbeat so the licence server knows what is in use.
+Components ask Check before they take on counted work (faces, which the gateway counts), take
+a lease with Acquire on a unit of leased capacity (a camera slot, an extractor instance), and
+send Heartbeat every interval: it keeps their leases and reports what they count. A component
+that stops heartbeating loses its leases after three intervals.
 """
 
 from collections import abc as _abc
@@ -31,7 +33,7 @@ class CheckRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     IN_USE_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
-    """The limited resource: "faces", "cameras", "shards" or "extractors"."""
+    """The limited resource: "faces", "cameras" or "extractors"."""
     amount: _builtins.int
     """How many more the caller wants to use."""
     in_use: _builtins.int
@@ -58,25 +60,125 @@ class CheckResponse(_message.Message):
     ALLOWED_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
+    UNLIMITED_FIELD_NUMBER: _builtins.int
     allowed: _builtins.bool
     reason: _builtins.str
     """Why not, for the caller's error message; empty when allowed."""
     limit: _builtins.int
-    """0 means unlimited."""
+    unlimited: _builtins.bool
     def __init__(
         self,
         *,
         allowed: _builtins.bool = ...,
         reason: _builtins.str = ...,
         limit: _builtins.int = ...,
+        unlimited: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "limit", b"limit", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "limit", b"limit", "reason", b"reason", "unlimited", b"unlimited"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckResponse: _TypeAlias = CheckResponse  # noqa: Y015
+
+@_typing.final
+class AcquireRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    HOLDER_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    resource: _builtins.str
+    """A leased resource: "cameras" or "extractors"."""
+    holder: _builtins.str
+    """The instance that holds the lease (as in its heartbeats)."""
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        resource: _builtins.str = ...,
+        holder: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "holder", b"holder", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireRequest: _TypeAlias = AcquireRequest  # noqa: Y015
+
+@_typing.final
+class AcquireResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    UNLIMITED_FIELD_NUMBER: _builtins.int
+    granted: _builtins.bool
+    reason: _builtins.str
+    """Why not; empty when granted."""
+    lease_id: _builtins.str
+    limit: _builtins.int
+    unlimited: _builtins.bool
+    def __init__(
+        self,
+        *,
+        granted: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        lease_id: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        unlimited: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["granted", b"granted", "lease_id", b"lease_id", "limit", b"limit", "reason", b"reason", "unlimited", b"unlimited"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireResponse: _TypeAlias = AcquireResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    lease_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        lease_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease_id", b"lease_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RELEASED_FIELD_NUMBER: _builtins.int
+    released: _builtins.bool
+    """False when there was no such lease (already released, or lapsed)."""
+    def __init__(
+        self,
+        *,
+        released: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["released", b"released"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseResponse: _TypeAlias = ReleaseResponse  # noqa: Y015
 
 @_typing.final
 class HeartbeatRequest(_message.Message):
@@ -105,10 +207,13 @@ class HeartbeatRequest(_message.Message):
     COMPONENT_FIELD_NUMBER: _builtins.int
     INSTANCE_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     component: _builtins.str
     """"extractor", "indexer", "video", ..."""
     instance: _builtins.str
     """Unique per process, stable across its heartbeats."""
+    address: _builtins.str
+    """Where the component serves, for license.json's service list."""
     @_builtins.property
     def usage(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     def __init__(
@@ -117,10 +222,11 @@ class HeartbeatRequest(_message.Message):
         component: _builtins.str = ...,
         instance: _builtins.str = ...,
         usage: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["component", b"component", "instance", b"instance", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "component", b"component", "instance", b"instance", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -171,20 +277,22 @@ class LicenseLimit(_message.Message):
     RESOURCE_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     IN_USE_FIELD_NUMBER: _builtins.int
+    UNLIMITED_FIELD_NUMBER: _builtins.int
     resource: _builtins.str
     limit: _builtins.int
-    """0 means unlimited."""
     in_use: _builtins.int
+    unlimited: _builtins.bool
     def __init__(
         self,
         *,
         resource: _builtins.str = ...,
         limit: _builtins.int = ...,
         in_use: _builtins.int = ...,
+        unlimited: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use", b"in_use", "limit", b"limit", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_use", b"in_use", "limit", b"limit", "resource", b"resource", "unlimited", b"unlimited"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -201,19 +309,25 @@ class LicenseInfo(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
     FEATURES_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_SECONDS_FIELD_NUMBER: _builtins.int
     license_id: _builtins.str
-    """Empty when no licence file is installed and the built-in evaluation limits apply."""
+    """Empty in community mode (no licence installed)."""
     licensee: _builtins.str
     valid: _builtins.bool
     reason: _builtins.str
-    """Why the licence is not valid (expired, bad signature, ...); empty when valid."""
+    """Why the licence is not valid (expired, bad signature, ...), or a warning; empty when fine."""
+    type: _builtins.str
+    """"community", "offline" (a licence file) or "online" (an upstream license server)."""
+    last_updated_seconds: _builtins.int
+    """Seconds since the licence source last answered."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___LicenseLimit]: ...
     @_builtins.property
     def features(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Licensed features: "gender", "age", "emotions", "video", ..."""
+        """Features the licence switches on now: "gender", "age", "emotions", "fast-index"."""
 
     def __init__(
         self,
@@ -225,10 +339,12 @@ class LicenseInfo(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         limits: _abc.Iterable[Global___LicenseLimit] | None = ...,
         features: _abc.Iterable[_builtins.str] | None = ...,
+        type: _builtins.str = ...,
+        last_updated_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "features", b"features", "license_id", b"license_id", "licensee", b"licensee", "limits", b"limits", "reason", b"reason", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "features", b"features", "last_updated_seconds", b"last_updated_seconds", "license_id", b"license_id", "licensee", b"licensee", "limits", b"limits", "reason", b"reason", "type", b"type", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -39,6 +39,16 @@ class LicensingStub:
                 request_serializer=facegrid_dot_v1_dot_licensing__pb2.CheckRequest.SerializeToString,
                 response_deserializer=facegrid_dot_v1_dot_licensing__pb2.CheckResponse.FromString,
                 _registered_method=True)
+        self.Acquire = channel.unary_unary(
+                '/facegrid.v1.Licensing/Acquire',
+                request_serializer=facegrid_dot_v1_dot_licensing__pb2.AcquireRequest.SerializeToString,
+                response_deserializer=facegrid_dot_v1_dot_licensing__pb2.AcquireResponse.FromString,
+                _registered_method=True)
+        self.Release = channel.unary_unary(
+                '/facegrid.v1.Licensing/Release',
+                request_serializer=facegrid_dot_v1_dot_licensing__pb2.ReleaseRequest.SerializeToString,
+                response_deserializer=facegrid_dot_v1_dot_licensing__pb2.ReleaseResponse.FromString,
+                _registered_method=True)
         self.Heartbeat = channel.unary_unary(
                 '/facegrid.v1.Licensing/Heartbeat',
                 request_serializer=facegrid_dot_v1_dot_licensing__pb2.HeartbeatRequest.SerializeToString,
@@ -55,6 +65,18 @@ class LicensingServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Check(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Acquire(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Release(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -79,6 +101,16 @@ def add_LicensingServicer_to_server(servicer, server):
                     servicer.Check,
                     request_deserializer=facegrid_dot_v1_dot_licensing__pb2.CheckRequest.FromString,
                     response_serializer=facegrid_dot_v1_dot_licensing__pb2.CheckResponse.SerializeToString,
+            ),
+            'Acquire': grpc.unary_unary_rpc_method_handler(
+                    servicer.Acquire,
+                    request_deserializer=facegrid_dot_v1_dot_licensing__pb2.AcquireRequest.FromString,
+                    response_serializer=facegrid_dot_v1_dot_licensing__pb2.AcquireResponse.SerializeToString,
+            ),
+            'Release': grpc.unary_unary_rpc_method_handler(
+                    servicer.Release,
+                    request_deserializer=facegrid_dot_v1_dot_licensing__pb2.ReleaseRequest.FromString,
+                    response_serializer=facegrid_dot_v1_dot_licensing__pb2.ReleaseResponse.SerializeToString,
             ),
             'Heartbeat': grpc.unary_unary_rpc_method_handler(
                     servicer.Heartbeat,
@@ -118,6 +150,60 @@ class Licensing:
             '/facegrid.v1.Licensing/Check',
             facegrid_dot_v1_dot_licensing__pb2.CheckRequest.SerializeToString,
             facegrid_dot_v1_dot_licensing__pb2.CheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Acquire(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facegrid.v1.Licensing/Acquire',
+            facegrid_dot_v1_dot_licensing__pb2.AcquireRequest.SerializeToString,
+            facegrid_dot_v1_dot_licensing__pb2.AcquireResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Release(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facegrid.v1.Licensing/Release',
+            facegrid_dot_v1_dot_licensing__pb2.ReleaseRequest.SerializeToString,
+            facegrid_dot_v1_dot_licensing__pb2.ReleaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

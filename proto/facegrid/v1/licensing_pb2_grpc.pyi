@@ -3,8 +3,10 @@
 isort:skip_file
 Licensing: the licence in force and its limits (the seed's NTLS).
 
-Licensable components ask Check before they take on more work (another face, camera or shard),
-and send Heartbeat so the licence server knows what is in use.
+Components ask Check before they take on counted work (faces, which the gateway counts), take
+a lease with Acquire on a unit of leased capacity (a camera slot, an extractor instance), and
+send Heartbeat every interval: it keeps their leases and reports what they count. A component
+that stops heartbeating loses its leases after three intervals.
 """
 
 from collections import abc as _abc
@@ -36,6 +38,8 @@ class LicensingStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> LicensingAsyncStub: ...
     Check: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.CheckRequest, _licensing_pb2.CheckResponse]
+    Acquire: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.AcquireRequest, _licensing_pb2.AcquireResponse]
+    Release: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.ReleaseRequest, _licensing_pb2.ReleaseResponse]
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.HeartbeatRequest, _licensing_pb2.HeartbeatResponse]
     GetInfo: _grpc.UnaryUnaryMultiCallable[_licensing_pb2.InfoRequest, _licensing_pb2.LicenseInfo]
 
@@ -43,6 +47,8 @@ class LicensingStub:
 class LicensingAsyncStub(LicensingStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Check: _aio.UnaryUnaryMultiCallable[_licensing_pb2.CheckRequest, _licensing_pb2.CheckResponse]  # type: ignore[assignment]
+    Acquire: _aio.UnaryUnaryMultiCallable[_licensing_pb2.AcquireRequest, _licensing_pb2.AcquireResponse]  # type: ignore[assignment]
+    Release: _aio.UnaryUnaryMultiCallable[_licensing_pb2.ReleaseRequest, _licensing_pb2.ReleaseResponse]  # type: ignore[assignment]
     Heartbeat: _aio.UnaryUnaryMultiCallable[_licensing_pb2.HeartbeatRequest, _licensing_pb2.HeartbeatResponse]  # type: ignore[assignment]
     GetInfo: _aio.UnaryUnaryMultiCallable[_licensing_pb2.InfoRequest, _licensing_pb2.LicenseInfo]  # type: ignore[assignment]
 
@@ -53,6 +59,20 @@ class LicensingServicer(metaclass=_abc_1.ABCMeta):
         request: _licensing_pb2.CheckRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_licensing_pb2.CheckResponse, _abc.Awaitable[_licensing_pb2.CheckResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Acquire(
+        self,
+        request: _licensing_pb2.AcquireRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_licensing_pb2.AcquireResponse, _abc.Awaitable[_licensing_pb2.AcquireResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Release(
+        self,
+        request: _licensing_pb2.ReleaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_licensing_pb2.ReleaseResponse, _abc.Awaitable[_licensing_pb2.ReleaseResponse]]: ...
 
     @_abc_1.abstractmethod
     def Heartbeat(
