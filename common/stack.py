@@ -220,6 +220,7 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
                     "http_listen": http,
                     "shard_name": f"shard-{i}",
                     "data_dir": str(data / "indexer" / f"shard-{i}"),
+                    "licensing": address("licensing"),
                 },
                 1,
                 listen,
@@ -229,6 +230,7 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
         "listen": address("extractor"),
         "metrics_listen": address("extractor-metrics"),
         "http_listen": address("extractor-http"),
+        "licensing": address("licensing"),
     }
     bundle = models_dir(data) / BUNDLE_VERSION
     if (bundle / "manifest.json").exists():

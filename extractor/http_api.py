@@ -35,6 +35,7 @@ from facegrid.extractor.core.extraction import (
 from facegrid.fetch import FetchError, FetchPolicy
 from facegrid.fetch import fetch as fetch_url
 from facegrid.images import MAX_BYTES
+from facegrid.licence import LicenceClient, LicenceRefused
 
 DETECTORS = ("nnd", "legacy", "prenormalized")
 FETCH_TIMEOUT = 10.0
@@ -46,6 +47,8 @@ class HttpOptions:
     fetch_enabled: bool = True
     # Public, direct URLs only unless the policy allows networks (see facegrid.fetch).
     fetch_policy: FetchPolicy = field(default_factory=lambda: FetchPolicy(timeout=FETCH_TIMEOUT))
+    # The licence: no work without a valid one; gender, age and emotions only when it has them.
+    licence: LicenceClient = field(default_factory=lambda: LicenceClient(None, "extractor", ""))
 
 
 class RequestError(ValueError):
@@ -135,6 +138,10 @@ def create_app(
         current = extraction()
         if current is None:
             return _error("SERVICE_UNAVAILABLE", "no models are loaded", 503)
+        try:
+            options.licence.check()
+        except LicenceRefused as e:
+            return _error("LICENSE_ERROR", str(e), 403)
         parts: dict[str, bytes] = {}
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             async with request.form(max_part_size=MAX_BYTES + 1) as form:
@@ -169,6 +176,11 @@ def create_app(
                     emotions=_flag(spec, "need_emotions"),
                     normalized=_flag(spec, "need_normalized"),
                 )
+                for feature in ("gender", "age", "emotions"):
+                    if getattr(wanted, feature) and not options.licence.has(feature):
+                        raise RequestError(
+                            "LICENSE_ERROR", f"the licence does not include {feature}"
+                        )
                 analysis = AnalysisRequest(
                     await image_of(spec, parts),
                     _roi(spec),

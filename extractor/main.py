@@ -7,8 +7,10 @@ so "SERVING" means the first request is answered at full speed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import os
+import socket
 
+import grpc
 import onnxruntime
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
@@ -22,6 +24,8 @@ from facegrid.extractor.http_api import HttpOptions
 from facegrid.extractor.servicer import ExtractorServicer
 from facegrid.extractor.settings import ExtractorSettings
 from facegrid.fetch import FetchPolicy, parse_networks
+from facegrid.httpserver import Hook
+from facegrid.licence import LicenceClient
 from facegrid.observability import LATENCY_BUCKETS
 from facegrid.settings import ConfigError, exit_on_config_error
 from facegrid.v1 import extractor_pb2, extractor_pb2_grpc
@@ -71,7 +75,10 @@ def build(
         extraction = Extraction(engine, settings.max_batch, settings.min_face_size)
         log.info("models %s %s loaded on %s", bundle.version, settings.model_dir, providers[0])
     extractor = Extractor(bundle, providers or ["none"], unavailable)
-    on_start, on_stop = _http_server(settings, extraction)
+    licence = licence_client(settings)
+    on_start, on_stop = _http_server(settings, extraction, licence)
+    on_start.append(licence.start)
+    on_stop.append(licence.stop)
     if extraction is not None:
         engine = extraction.engine
 
@@ -86,7 +93,7 @@ def build(
         registrations=[
             grpcserver.Registration(
                 extractor_pb2_grpc.add_ExtractorServicer_to_server,
-                ExtractorServicer(extractor, extraction),
+                ExtractorServicer(extractor, extraction, licence),
                 SERVICE_NAME,
             )
         ],
@@ -97,9 +104,21 @@ def build(
     )
 
 
+def licence_client(settings: ExtractorSettings) -> LicenceClient:
+    """An extractor instance holds one `extractors` lease while it runs."""
+    return LicenceClient(
+        grpc.aio.insecure_channel(settings.licensing) if settings.licensing else None,
+        "extractor",
+        f"extractor-{socket.gethostname()}-{os.getpid()}",
+        address=settings.listen,
+        hold=("extractors",),
+        grace=settings.license_grace,
+    )
+
+
 def _http_server(
-    settings: ExtractorSettings, extraction: Extraction | None
-) -> tuple[list[Callable[[], Awaitable[None]]], list[Callable[[], Awaitable[None]]]]:
+    settings: ExtractorSettings, extraction: Extraction | None, licence: LicenceClient
+) -> tuple[list[Hook], list[Hook]]:
     """Start and stop hooks for the Extraction API over HTTP, if it is enabled."""
     if not settings.http_listen:
         return [], []
@@ -107,6 +126,7 @@ def _http_server(
         settings.quality_estimator,
         settings.fetch_enabled,
         FetchPolicy(allow=parse_networks(settings.fetch_allow)),
+        licence,
     )
     app = http_api.create_app(lambda: extraction, options)
     start, stop = httpserver.embedded(app, settings.http_listen, "Extraction API")

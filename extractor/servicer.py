@@ -23,6 +23,7 @@ from facegrid.extractor.core.extraction import (
     Wanted,
 )
 from facegrid.grpcserver import Context
+from facegrid.licence import LicenceClient, LicenceRefused
 from facegrid.v1 import extractor_pb2 as pb
 from facegrid.v1 import extractor_pb2_grpc
 
@@ -81,9 +82,25 @@ def _extracted(result: Extracted) -> pb.ExtractResult:
 
 
 class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
-    def __init__(self, extractor: Extractor, extraction: Extraction | None) -> None:
+    def __init__(
+        self,
+        extractor: Extractor,
+        extraction: Extraction | None,
+        licence: LicenceClient | None = None,
+    ) -> None:
         self._extractor = extractor
         self._extraction = extraction
+        # No licence client: community mode (everything on).
+        self._licence = licence or LicenceClient(None, "extractor", "")
+
+    async def _licensed(self, context: Context, *features: str) -> None:
+        """Aborts with PERMISSION_DENIED unless the licence allows the work and features."""
+        try:
+            self._licence.check()
+            for feature in features:
+                self._licence.require(feature)
+        except LicenceRefused as e:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
 
     async def _require(self, context: Context) -> Extraction:
         if self._extractor.unavailable:
@@ -97,6 +114,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
 
     async def Detect(self, request: pb.DetectRequest, context: Context) -> pb.DetectResponse:
         extraction = await self._require(context)
+        await self._licensed(context)
         roi = _box(request.roi) if request.HasField("roi") else None
         try:
             results = await asyncio.to_thread(
@@ -126,6 +144,9 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             age=request.age,
             emotions=request.emotions,
             normalized=request.normalized,
+        )
+        await self._licensed(
+            context, *(f for f in ("gender", "age", "emotions") if getattr(wanted, f))
         )
         try:
             results = await asyncio.to_thread(extraction.extract, items, wanted)

@@ -31,6 +31,14 @@ class ExtractorSettings(ServiceSettings):
             "although not public"
         ),
     )
+    licensing: OptionalHostPort = Field(
+        None, description="license server gRPC address; empty: community mode"
+    )
+    license_grace: float = Field(
+        300.0,
+        gt=0,
+        description="seconds to keep working on the last licence while licensing is unreachable",
+    )
     metrics_listen: OptionalHostPort = Field(
         "127.0.0.1:19666", description="HTTP address for /metrics; empty to disable"
     )

@@ -32,7 +32,7 @@ from facegrid.gateway.core.errors import ApiError, BadParam, MethodNotAllowed, N
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
 from facegrid.gateway.core.live import EventBus, WebhookStore
-from facegrid.gateway.core.ports import MediaStore
+from facegrid.gateway.core.ports import MediaStore, Quota, Unlimited
 from facegrid.gateway.core.tokens import TokenStore, authenticate
 from facegrid.gateway.openapi import ERROR_RESPONSES
 from facegrid.gateway.params import Fetcher
@@ -66,6 +66,8 @@ class Backends:
     fetcher: Fetcher
     # Component name -> check; /readyz reports each and is ready only when all pass.
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    # The licence's cameras limit.
+    camera_quota: Quota = field(default_factory=Unlimited)
 
 
 class _Observe:
@@ -164,7 +166,7 @@ def _api_router(backends: Backends) -> APIRouter:
 
     face_routes.register(route, backends.faces, backends.fetcher)
     face_routes.register_persons(route, backends.faces)
-    camera_routes.register(route, backends.cameras)
+    camera_routes.register(route, backends.cameras, backends.camera_quota)
     live_routes.register(route, backends.events, backends.webhooks)
     return router
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from facegrid.gateway import openapi as doc
 from facegrid.gateway.core.cameras import CameraDirectory, CameraFields, parse_region, parse_text
 from facegrid.gateway.core.model import parse_bool
+from facegrid.gateway.core.ports import Quota
 from facegrid.gateway.face_routes import Registrar
 from facegrid.gateway.params import Params, read_params
 
@@ -26,7 +27,9 @@ def _fields(params: Params) -> CameraFields:
     )
 
 
-def register(route: Registrar, cameras: CameraDirectory) -> None:
+def register(route: Registrar, cameras: CameraDirectory, quota: Quota) -> None:
+    """quota: the licence's cameras limit, taken before a camera is created."""
+
     @route(
         "/camera",
         "POST",
@@ -35,7 +38,9 @@ def register(route: Registrar, cameras: CameraDirectory) -> None:
         openapi_extra=doc.body(doc.CAMERA),
     )
     async def create_camera(request: Request) -> JSONResponse:
-        camera = await cameras.create(_fields(await read_params(request)))
+        fields = _fields(await read_params(request))
+        await quota.reserve(1)
+        camera = await cameras.create(fields)
         return JSONResponse(camera.as_dict(), status_code=201)
 
     @route("/camera", "GET", summary="All cameras")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from facegrid.gateway.core.errors import ApiError, BadParam, ServiceUnavailable
+from facegrid.gateway.core.errors import ApiError, BadParam, LicenceError, ServiceUnavailable
 from facegrid.gateway.core.faces import PhotoTooLarge
 from facegrid.gateway.core.model import Attributes, BBox
 from facegrid.gateway.core.ports import Detection, Extracted, Extraction, Wanted
@@ -47,6 +47,8 @@ class ExtractorClient:
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise BadParam(e.details() or "bad request", param="photo") from e
+            if e.code() == grpc.StatusCode.PERMISSION_DENIED:
+                raise LicenceError(f"extractor: {e.details()}") from e
             raise ServiceUnavailable(f"extractor: {e.code().name} {e.details()}") from e
 
     async def detect(self, photo: bytes, roi: BBox | None = None) -> list[Detection]:

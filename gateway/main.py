@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import socket
 from typing import Any
 
 import grpc
@@ -28,10 +30,12 @@ from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
 from facegrid.gateway.core.persons import PersonPolicy
 from facegrid.gateway.extractor_client import ExtractorClient
+from facegrid.gateway.licensed import LicensedCount
 from facegrid.gateway.live import MongoWebhookStore, RedisEventBus, WebhookDispatcher
 from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore, MongoHistoryStore
 from facegrid.gateway.settings import GatewaySettings
 from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
+from facegrid.licence import LicenceClient
 from facegrid.settings import split_host_port
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,23 @@ async def serve(settings: GatewaySettings) -> None:
     shard_channels = ChannelPool()
     index = ShardRouter(placements, shard_channels, timeout=settings.search_timeout)
     policy = FetchPolicy(timeout=settings.fetch_timeout, allow=parse_networks(settings.fetch_allow))
+    cameras = ControlPlaneCameras(channels["controlplane"], settings.call_timeout)
+
+    async def usage() -> dict[str, int]:
+        return {"faces": await face_quota.in_use()}
+
+    async def camera_count() -> int:
+        return len(await cameras.list())
+
+    licence = LicenceClient(
+        channels["licensing"],
+        "gateway",
+        f"gateway-{socket.gethostname()}-{os.getpid()}",
+        address=settings.listen,
+        usage=usage,
+        grace=settings.license_grace,
+    )
+    face_quota = LicensedCount(licence, "faces", store.count_active)
     backends = Backends(
         galleries=galleries,
         tokens=MongoTokenStore(mongo, settings.mongo_db),
@@ -107,8 +128,10 @@ async def serve(settings: GatewaySettings) -> None:
             persons,
             bus=bus,
             public_url=settings.public_url,
+            quota=face_quota,
         ),
-        cameras=ControlPlaneCameras(channels["controlplane"], settings.call_timeout),
+        cameras=cameras,
+        camera_quota=LicensedCount(licence, "cameras", camera_count),
         events=bus,
         webhooks=webhooks,
         media=media,
@@ -138,13 +161,14 @@ async def serve(settings: GatewaySettings) -> None:
         log.warning("could not create MongoDB indexes yet (%s); queries may be slow", e)
     watcher = asyncio.create_task(placements.watch())
     delivering = asyncio.create_task(dispatcher.run())
+    licensing = asyncio.create_task(licence.run())
     log.info("gateway serving REST on http://%s", settings.listen)
     try:
         await server.serve()
     finally:
-        watcher.cancel()
-        delivering.cancel()
-        await asyncio.gather(watcher, delivering, return_exceptions=True)
+        for task in (watcher, delivering, licensing):
+            task.cancel()
+        await asyncio.gather(watcher, delivering, licensing, return_exceptions=True)
         await stream_redis.aclose()
         await shard_channels.close()
         for channel in channels.values():

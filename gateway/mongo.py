@@ -222,6 +222,11 @@ class MongoFaceStore:
             high, window = low, window * 2
         return [_face(d) for d in found]
 
+    async def count_active(self) -> int:
+        """How many faces are stored (the licence's faces count)."""
+        count: int = await _call(self._faces.count_documents({"state": ACTIVE}))
+        return count
+
     async def ids_above(self, *, gallery: str | None, min_id: int, limit: int) -> list[int]:
         """The ids of the limit faces just above min_id, ascending (only ids are read)."""
         newest = await self._newest_id()

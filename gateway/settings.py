@@ -18,6 +18,11 @@ class GatewaySettings(ServiceSettings):
     controlplane: HostPort = Field("127.0.0.1:50050", description="ControlPlane gRPC address")
     extractor: HostPort = Field("127.0.0.1:18665", description="Extractor gRPC address")
     licensing: HostPort = Field("127.0.0.1:3133", description="Licensing gRPC address")
+    license_grace: float = Field(
+        300.0,
+        gt=0,
+        description="seconds to keep working on the last licence while licensing is unreachable",
+    )
     call_timeout: float = Field(
         10.0, gt=0, le=300, description="seconds to wait for a backend service call"
     )

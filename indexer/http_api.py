@@ -76,7 +76,11 @@ async def _facen(request: Request) -> np.ndarray:
     return np.frombuffer(body, dtype="<f4").astype(np.float32)
 
 
-def create_app(shard: Shard, state: ReplicationState) -> Starlette:
+def create_app(
+    shard: Shard, state: ReplicationState, fast_index: Callable[[], bool] = lambda: True
+) -> Starlette:
+    """fast_index: whether the licence allows searching the HNSW graph (else: exact only)."""
+
     async def run(fn: Callable[[], T]) -> T:
         try:
             return await asyncio.to_thread(fn)
@@ -132,7 +136,7 @@ def create_app(shard: Shard, state: ReplicationState) -> Starlette:
                 vector,
                 limit,
                 0.0 if max_distance == float("inf") else max_distance,
-                exact=linear,
+                exact=linear or not fast_index(),
             )
         )
         body = [{"conf": round(confidence_of(d), 6), "id": i} for i, d in result.hits]

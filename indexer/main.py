@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import sys
 
+import grpc
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from facegrid import grpcserver, httpserver
@@ -16,6 +19,7 @@ from facegrid.indexer.core.gallery import HnswParams
 from facegrid.indexer.replica import FOLLOWER, Follower, ReplicationState
 from facegrid.indexer.servicer import IndexShardServicer
 from facegrid.indexer.settings import IndexerSettings
+from facegrid.licence import LicenceClient
 from facegrid.v1 import index_pb2, index_pb2_grpc
 
 
@@ -53,10 +57,21 @@ def build(
         await stop_following()
         await asyncio.to_thread(shard.close)
 
-    on_start: list[httpserver.Hook] = [follow]
-    on_stop: list[httpserver.Hook] = [close]
+    licence = LicenceClient(
+        grpc.aio.insecure_channel(settings.licensing) if settings.licensing else None,
+        "indexer",
+        f"indexer-{settings.shard_name}-{socket.gethostname()}-{os.getpid()}",
+        address=settings.listen,
+        grace=settings.license_grace,
+    )
+
+    def fast_index() -> bool:
+        return licence.has("fast-index")
+
+    on_start: list[httpserver.Hook] = [follow, licence.start]
+    on_stop: list[httpserver.Hook] = [close, licence.stop]
     if settings.http_listen:
-        app = http_api.create_app(shard, state)
+        app = http_api.create_app(shard, state, fast_index)
         start_http, stop_http = httpserver.embedded(app, settings.http_listen, "shard HTTP API")
         on_start.insert(0, start_http)
         on_stop.insert(0, stop_http)
@@ -69,7 +84,11 @@ def build(
             grpcserver.Registration(
                 index_pb2_grpc.add_IndexShardServicer_to_server,
                 IndexShardServicer(
-                    shard, state, max_batch=settings.max_batch, on_promote=stop_following
+                    shard,
+                    state,
+                    max_batch=settings.max_batch,
+                    on_promote=stop_following,
+                    fast_index=fast_index,
                 ),
                 index_pb2.DESCRIPTOR.services_by_name["IndexShard"].full_name,
             )

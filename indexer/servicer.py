@@ -50,8 +50,11 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         *,
         max_batch: int = 10_000,
         on_promote: Callable[[], Awaitable[None]] | None = None,
+        fast_index: Callable[[], bool] = lambda: True,
     ) -> None:
+        """fast_index: whether the licence allows searching the HNSW graph (else: exact)."""
         self._shard = shard
+        self._fast_index = fast_index
         self._state = state or ReplicationState()
         self._max_batch = max_batch
         self._on_promote = on_promote
@@ -113,7 +116,7 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
                 vector,
                 request.top_n or 1,
                 request.max_distance,
-                exact=request.linear_search,
+                exact=request.linear_search or not self._fast_index(),
             )
 
         result = await self._call(context, search)

@@ -14,6 +14,14 @@ class IndexerSettings(ServiceSettings):
     section = "indexer"
 
     listen: HostPort = Field("127.0.0.1:33001", description="gRPC address to serve on")
+    licensing: OptionalHostPort = Field(
+        None, description="license server gRPC address; empty: community mode"
+    )
+    license_grace: float = Field(
+        300.0,
+        gt=0,
+        description="seconds to keep working on the last licence while licensing is unreachable",
+    )
     metrics_listen: OptionalHostPort = Field(
         "127.0.0.1:34001", description="HTTP address for /metrics; empty to disable"
     )

@@ -16,8 +16,9 @@ import time
 import uuid
 from pathlib import Path
 
+from facegrid.licence_terms import FEATURES
 from facegrid.licensing import signing, sources
-from facegrid.licensing.core import FEATURES, RESOURCES, Licence, LicenceError
+from facegrid.licensing.core import RESOURCES, Licence, LicenceError
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

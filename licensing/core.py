@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-# What a licence counts, and what it switches on.
+from facegrid.licence_terms import COMMUNITY_LIMITS, FEATURES
+
+# What a licence counts (FEATURES: what it switches on; COMMUNITY_LIMITS: without one).
 RESOURCES = ("faces", "cameras", "extractors")
-FEATURES = ("gender", "age", "emotions", "fast-index")
 # Capacity taken as leases (the rest is counted by the component that uses it).
 LEASED = ("cameras", "extractors")
 
-COMMUNITY_LIMITS: dict[str, int] = {"faces": 1_000_000, "cameras": 8, "extractors": 4}
 
 # The reference's reading of `last_updated` (seconds since the licence source last answered):
 # up to 5 fine, up to 30 suspect, up to 120 bad, beyond that the licence has timed out.
@@ -194,6 +194,9 @@ class LicenseServer:
         self._leases[lease_id] = _Lease(resource, holder, count)
         self._instances.setdefault(holder, _Instance("", "", {}, self.clock()))
         return Decision(True, decision.limit, lease_id=lease_id)
+
+    def leases_of(self, holder: str) -> list[str]:
+        return [k for k, lease in self._leases.items() if lease.holder == holder]
 
     def release(self, lease_id: str) -> bool:
         return self._leases.pop(lease_id, None) is not None

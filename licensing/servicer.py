@@ -57,7 +57,11 @@ class LicensingServicer(licensing_pb2_grpc.LicensingServicer):
         valid = self._server.heartbeat(
             request.component, request.instance, dict(request.usage), request.address
         )
-        return pb.HeartbeatResponse(valid=valid, interval_seconds=self._server.heartbeat_interval)
+        return pb.HeartbeatResponse(
+            valid=valid,
+            interval_seconds=self._server.heartbeat_interval,
+            leases=self._server.leases_of(request.instance),
+        )
 
     async def GetInfo(self, request: pb.InfoRequest, context: Context) -> pb.LicenseInfo:
         server = self._server

@@ -20,7 +20,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from facegrid.licensing.core import FEATURES, RESOURCES, Licence, LicenceError
+from facegrid.licence_terms import FEATURES
+from facegrid.licensing.core import RESOURCES, Licence, LicenceError
 
 FORMAT = "facegrid-licence/1"
 # How far a licence's `generated` time may lie ahead of this machine's clock.

@@ -64,6 +64,14 @@ class Forbidden(ApiError):
     code = "FORBIDDEN"
 
 
+class LicenceError(ApiError):
+    """The licence does not allow this: a limit reached, a feature left out, or no valid
+    licence (the reason says which)."""
+
+    status = 403
+    code = "LICENSE_ERROR"
+
+
 class ServiceUnavailable(ApiError):
     status = 503
     code = "SERVICE_UNAVAILABLE"

@@ -42,6 +42,8 @@ from facegrid.gateway.core.ports import (
     MediaStore,
     MetaSummary,
     NewFace,
+    Quota,
+    Unlimited,
     Wanted,
 )
 
@@ -166,9 +168,11 @@ class Faces:
         *,
         bus: EventBus | None = None,
         public_url: str = "",
+        quota: Quota | None = None,
     ) -> None:
         """bus: where history events are published (None: not published); public_url: the
-        gateway's address as clients see it, for absolute media URLs in published events."""
+        gateway's address as clients see it, for absolute media URLs in published events;
+        quota: the licence's faces limit (None: unlimited)."""
         self._extractor = extractor
         self._index = index
         self._store = store
@@ -178,6 +182,7 @@ class Faces:
         self.policy = policy or PersonPolicy()
         self._bus = bus
         self._public_url = public_url.rstrip("/")
+        self._quota = quota or Unlimited()
 
     # -- finding faces on photos ----------------------------------------------------------------
 
@@ -296,6 +301,7 @@ class Faces:
             extracted = await self._faces_on(photo, bboxes, mf_selector, wanted)
         if not extracted.faces:
             raise BadParam("no face found on the photo", param=photo.param, value=photo.url)
+        await self._quota.reserve(len(extracted.faces))  # before anything is written
 
         photo_hash = hashlib.md5(photo.data, usedforsecurity=False).hexdigest()
         stored_photo = await self._media.put(f"{photo_hash}.{ext}", photo.data, content_type)

@@ -152,6 +152,21 @@ class FaceStore(Protocol):
         ...
 
 
+class Quota(Protocol):
+    """What the licence allows of a countable resource."""
+
+    async def reserve(self, count: int) -> None:
+        """Raises LicenceError (nothing is taken) unless count more fit in the licence."""
+        ...
+
+
+class Unlimited:
+    """A Quota that never refuses (tests of other behaviour; a gateway without licensing)."""
+
+    async def reserve(self, count: int) -> None:
+        return None
+
+
 class MediaStore(Protocol):
     async def put(self, name: str, data: bytes, content_type: str) -> str:
         """Store under name (idempotent); returns the path it is served under."""

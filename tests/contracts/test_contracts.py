@@ -63,7 +63,7 @@ def test_generated_code_matches_the_proto_files() -> None:
                 "WatchPlacements",
             },
         ),
-        (licensing_pb2, "Licensing", {"Check", "Heartbeat", "GetInfo"}),
+        (licensing_pb2, "Licensing", {"Check", "Acquire", "Release", "Heartbeat", "GetInfo"}),
     ],
 )
 def test_services_offer_the_methods_of_the_architecture(

@@ -25,6 +25,7 @@ from facegrid.gateway.adapters import (
 from facegrid.gateway.app import Backends, create_app
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.core.ports import Quota, Unlimited
 from facegrid.gateway.extractor_client import ExtractorClient
 from facegrid.gateway.live import MongoWebhookStore, RedisEventBus
 from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore, MongoHistoryStore
@@ -50,7 +51,14 @@ def stream_key(mongo_db: str) -> str:
 
 
 @pytest.fixture
+def quotas() -> tuple[Quota, Quota]:
+    """The licence's (faces, cameras) limits: none here; tests of licensing override this."""
+    return Unlimited(), Unlimited()
+
+
+@pytest.fixture
 async def backends(
+    quotas: tuple[Quota, Quota],
     mongo_server: str,
     mongo_db: str,
     controlplane_address: str,
@@ -85,12 +93,14 @@ async def backends(
                 galleries,
                 history,
                 bus=bus,
+                quota=quotas[0],
             ),
             events=bus,
             webhooks=MongoWebhookStore(mongo, mongo_db),
             cameras=ControlPlaneCameras(control, timeout=5),
             media=media,
             fetcher=lambda url: fetch(url, policy),
+            camera_quota=quotas[1],
         )
     await shard_channels.close()
     await mongo.close()

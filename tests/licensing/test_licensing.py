@@ -12,18 +12,13 @@ import base64
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from prometheus_client import CollectorRegistry
 
-from facegrid import grpcserver
-from facegrid.licensing import main as licensing_main
+from facegrid import cli
 from facegrid.licensing import signing
 from facegrid.licensing.core import (
     COMMUNITY_LIMITS,
@@ -32,37 +27,14 @@ from facegrid.licensing.core import (
     LicenceError,
     LicenseServer,
 )
-from facegrid.licensing.settings import LicensingSettings
 from facegrid.v1 import licensing_pb2 as pb
-from facegrid.v1 import licensing_pb2_grpc
 from tests.conftest import free_port
-
-INSTALLATION = "inst-0001"
-
-
-@dataclass
-class Vendor:
-    private: Ed25519PrivateKey
-    public_pem: Path
-
-    def licence(self, **fields: object) -> bytes:
-        values: dict[str, object] = {
-            "license_id": "lic-1",
-            "customer": "ACME",
-            "generated": time.time() - 60,
-            "installation": INSTALLATION,
-            "limits": {"faces": 1000, "cameras": 2, "extractors": 1},
-        }
-        values.update(fields)
-        return signing.issue(self.private, Licence(**values))  # type: ignore[arg-type]
+from tests.licensing.servers import INSTALLATION, Running, Vendor, new_vendor, running
 
 
 @pytest.fixture(scope="module")
 def vendor(tmp_path_factory: pytest.TempPathFactory) -> Vendor:
-    private_pem, public_pem = signing.new_key_pair()
-    path = tmp_path_factory.mktemp("vendor") / "vendor.pub.pem"
-    path.write_bytes(public_pem)
-    return Vendor(signing.private_key(private_pem), path)
+    return new_vendor(tmp_path_factory.mktemp("vendor"))
 
 
 class FakeClock:
@@ -196,43 +168,6 @@ def test_an_online_licence_times_out_when_the_source_stays_silent() -> None:
 # The service: gRPC, HTTP, folder and upstream sources.
 
 
-@dataclass
-class Running:
-    stub: licensing_pb2_grpc.LicensingStub
-    ui: str
-    folder: Path | None
-
-
-@contextlib.asynccontextmanager
-async def running(
-    vendor: Vendor, folder: Path | None, upstream: str = "", ui_port: int | None = None
-) -> AsyncIterator[Running]:
-    ui = f"127.0.0.1:{ui_port or free_port()}"
-    settings = LicensingSettings(
-        listen=f"127.0.0.1:{free_port()}",
-        metrics_listen=None,
-        ui=ui,
-        license_dir=folder,
-        upstream=upstream,
-        public_key=vendor.public_pem,
-        installation=INSTALLATION,
-        admin_token="admin-secret",
-        refresh_interval=0.1,
-        heartbeat_interval=10,
-    )
-    service = licensing_main.build(settings, CollectorRegistry())
-    server, _, port = await grpcserver.start(service)
-    for hook in service.on_start:
-        await hook()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield Running(licensing_pb2_grpc.LicensingStub(channel), f"http://{ui}", folder)
-    finally:
-        await server.stop(None)
-        for hook in service.on_stop:
-            await hook()
-
-
 async def _upload(ui: str, data: bytes, token: str = "admin-secret") -> httpx.Response:
     async with httpx.AsyncClient() as client:
         return await client.post(
@@ -336,3 +271,36 @@ async def _wait_for(lic: Running, predicate: object, timeout: float = 5.0) -> pb
         if predicate(info) or time.monotonic() > deadline:  # type: ignore[operator]
             return info
         await asyncio.sleep(0.05)
+
+
+def test_the_license_commands_issue_and_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    private, public, licence = tmp_path / "v.pem", tmp_path / "v.pub.pem", tmp_path / "a.lic"
+
+    def facegrid(*args: str) -> int:
+        with pytest.raises(SystemExit) as done:
+            cli.main(["license", *args])
+        return int(done.value.code or 0)
+
+    assert facegrid("keygen", "--private", str(private), "--public", str(public)) == 0
+    assert private.stat().st_mode & 0o777 == 0o600
+    issued = facegrid(
+        "issue", "--key", str(private), "--customer", "ACME", "--faces", "5000",
+        "--days", "30", "--installation", INSTALLATION, "--no-emotions", "-o", str(licence),
+    )  # fmt: skip
+    assert issued == 0
+    capsys.readouterr()
+    assert facegrid("verify", str(licence), "--public-key", str(public)) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["customer"] == "ACME" and shown["installation"] == INSTALLATION
+    assert shown["limits"] == {"faces": 5000, "cameras": "unlimited", "extractors": "unlimited"}
+    assert shown["features"] == ["age", "fast-index", "gender"]
+    other = facegrid(
+        "verify", str(licence), "--public-key", str(public), "--installation", "inst-2"
+    )
+    assert other == 1
+    assert "issued for installation inst-0001" in capsys.readouterr().err
+    # FaceGrid's own vendor key did not sign it.
+    assert facegrid("verify", str(licence)) == 1
+    assert "signature does not match" in capsys.readouterr().err

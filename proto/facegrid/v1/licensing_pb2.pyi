@@ -238,18 +238,24 @@ class HeartbeatResponse(_message.Message):
 
     VALID_FIELD_NUMBER: _builtins.int
     INTERVAL_SECONDS_FIELD_NUMBER: _builtins.int
+    LEASES_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     interval_seconds: _builtins.int
     """Send the next heartbeat within this many seconds."""
+    @_builtins.property
+    def leases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The leases this instance holds (after a license server restart: none; take them again)."""
+
     def __init__(
         self,
         *,
         valid: _builtins.bool = ...,
         interval_seconds: _builtins.int = ...,
+        leases: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["interval_seconds", b"interval_seconds", "leases", b"leases", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
