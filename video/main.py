@@ -1,63 +1,76 @@
-"""`facegrid-video`: a video worker.
+"""`facegrid-video`: a video worker, with the seed's fkvideo_detector options.
 
-This first version follows the camera assignment: every `poll_interval` it asks the control
-plane which cameras belong to its detector and reports them (log and metrics). Capture, motion
-gating, detection, tracking and best-face posting are built on top of this loop.
+    facegrid-video -c /etc/fkvideo.ini
+    facegrid-video --api-token TOKEN --camid door --source file@25:/videos/door.mp4 -r 0
+
+Every option can also be set as FACEGRID_VIDEO_<NAME> (e.g. FACEGRID_VIDEO_DETECTOR_NAME), the
+way Kubernetes passes settings; the ini file wins over those and the command line over both.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import signal
+import socket
+import sys
 
 import grpc
-from prometheus_client import REGISTRY, Gauge
+from prometheus_client import REGISTRY
 
-from facegrid.entrypoint import run_service
-from facegrid.observability import start_metrics_server
-from facegrid.v1 import controlplane_pb2 as cp
-from facegrid.v1 import controlplane_pb2_grpc
-from facegrid.video.settings import VideoSettings
+from facegrid.licence import LicenceClient
+from facegrid.observability import configure_logging, start_metrics_server
+from facegrid.video.core.options import OptionError, Options, parse
+from facegrid.video.worker import Worker
 
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: VideoSettings) -> None:
-    assigned = Gauge(
-        "facegrid_video_cameras_assigned",
-        "Active cameras assigned to this worker's detector",
-        registry=REGISTRY,
-    )
-    if settings.metrics_listen:
-        start_metrics_server(settings.metrics_listen, REGISTRY)
+async def serve(options: Options) -> None:
+    if options.metrics_listen:
+        start_metrics_server(options.metrics_listen, REGISTRY)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-
-    known: set[str] = set()
-    async with grpc.aio.insecure_channel(settings.controlplane) as channel:
-        stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
-        while not stop.is_set():
-            try:
-                response = await stub.ListCameras(
-                    cp.ListCamerasRequest(detector=settings.detector_name), timeout=10
-                )
-            except grpc.aio.AioRpcError as e:
-                log.warning("control plane unavailable: %s", e.details())
-            else:
-                active = {c.id: c for c in response.cameras if c.active}
-                for camera_id in active.keys() - known:
-                    log.info("camera %s assigned: %s", camera_id, active[camera_id].url)
-                for camera_id in known - active.keys():
-                    log.info("camera %s released", camera_id)
-                known = set(active)
-                assigned.set(len(known))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.poll_interval)
+    licence = LicenceClient(
+        grpc.aio.insecure_channel(options.license_ntls_server)
+        if options.license_ntls_server
+        else None,
+        "video",
+        f"video-{options.detector_name or options.camid}-{socket.gethostname()}-{os.getpid()}",
+    )
+    await licence.start()
+    worker = Worker(options, REGISTRY, licence)
+    if options.license_ntls_server:
+        try:
+            await licence.refresh()  # leases need the license server's answer first
+        except grpc.aio.AioRpcError as e:
+            log.warning("the license server does not answer yet: %s", e.details())
+    try:
+        await worker.run(stop)
+    finally:
+        worker.close()
+        await licence.stop()
+    for camera_id, pipeline in worker.finished.items():
+        s = pipeline.stats
+        log.info(
+            "camera %s: %d frames, %d processed, %d dropped, %d posted, %d post errors",
+            camera_id,
+            s.frames_in,
+            s.processed,
+            s.dropped,
+            s.posts,
+            s.post_errors,
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_service("facegrid-video", "Run a FaceGrid video worker.", VideoSettings, serve, argv)
+    try:
+        options = parse(sys.argv[1:] if argv is None else argv, os.environ)
+    except OptionError as e:
+        print(f"facegrid-video: {e}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging("video", options.log_level, options.log_format)
+    asyncio.run(serve(options))

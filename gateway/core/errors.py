@@ -6,6 +6,7 @@ Every failure the gateway reports is one of these, mapped to its HTTP status her
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -23,8 +24,22 @@ class ApiError(Exception):
         body: dict[str, Any] = {"code": self.code, "reason": self.reason}
         if self.param is not None:
             body["param"] = self.param
-            body["value"] = self.value
+            body["value"] = _json_safe(self.value)
         return body
+
+
+def _json_safe(value: Any) -> Any:
+    """The offending value as strict JSON can carry it: NaN and infinities (which a client
+    can send as bare `Infinity`) and other non-JSON values become text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
 
 
 class AuthFailed(ApiError):

@@ -60,6 +60,9 @@ async def test_camera_lifecycle_as_in_the_reference(api: httpx.AsyncClient) -> N
         ({"roi": "100x100"}, "roi"),
         ({"rot": [1, 2, 3]}, "rot"),
         ({"meta": 5}, "meta"),
+        # Bare JSON numbers Python reads but strict JSON cannot answer with (found by fuzzing).
+        ({"rot": "Infinity"}, "rot"),
+        ({"roi": "NaN"}, "roi"),
     ],
 )
 async def test_bad_camera_fields_are_refused(

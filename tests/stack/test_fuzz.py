@@ -23,6 +23,9 @@ from schemathesis import GenerationMode
 from .conftest import RunningStack, stack_with_models
 
 EXAMPLES = int(os.environ.get("FACEGRID_FUZZ_EXAMPLES", "15"))
+# The suite replays the same examples every run (a failure there is a regression, never luck);
+# bench/gateway_fuzz.py sets FACEGRID_FUZZ_EXAMPLES and explores new ones each time.
+DERANDOMIZE = "FACEGRID_FUZZ_EXAMPLES" not in os.environ
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,7 @@ def _fuzz(
         max_examples=EXAMPLES,
         deadline=None,
         database=None,
+        derandomize=DERANDOMIZE,
         suppress_health_check=list(HealthCheck),
     )
     def send(case: Any) -> None:

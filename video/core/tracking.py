@@ -1,0 +1,210 @@
+"""Face tracks and the choice of which snapshots to post.
+
+Detections of consecutive processed frames are joined into tracks by box overlap (IoU). A track
+ends when it has not been seen for `LOST_AFTER` seconds of video. What gets posted:
+
+- real-time mode: a snapshot as soon as its score reaches the track's threshold, which starts at
+  `min-score` and rises to the posted score plus `rt-score-step` after each post; posts of one
+  track are at least `rt-delay` ms apart; with `rt-refresh` the threshold falls back to
+  `min-score` that long after the last post; a new track starts again at `min-score`;
+- offline mode: when the track ends, its best snapshot (highest score);
+
+and in both modes only snapshots with score >= `min-score`, direction score >= `min-dir-score`,
+a box inside `roi` and sides within `min-face-size`/`max-face-size`. With `post-uniq`, a post
+is dropped when `uc-max-dup` posts were already made within `uc-max-time-diff` seconds at
+centres no more than `uc-max-avg-shift` pixels from its own.
+
+Scores follow the seed's scale: 0 is a frontal, sharp face and worse faces score more
+negative. `score` is the extractor's face quality; `direction_score` = -DIRECTION_SCALE *
+(yaw^2 + (roll / 30 degrees)^2) from the five landmarks (0 frontal, -10 about 35 degrees off).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from facegrid.video.core.geometry import Box
+from facegrid.video.core.options import Options
+
+LOST_AFTER = 0.5  # seconds of video without the face
+MATCH_IOU = 0.3
+DIRECTION_SCALE = 20.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box
+    score: float
+    # Left eye, right eye, nose, left and right mouth corner.
+    landmarks: tuple[tuple[float, float], ...] = ()
+
+    @property
+    def direction_score(self) -> float:
+        return direction_score(self.landmarks)
+
+
+def direction_score(landmarks: Sequence[tuple[float, float]]) -> float:
+    if len(landmarks) < 3:
+        return 0.0
+    (lx, ly), (rx, ry), (nx, ny) = landmarks[0], landmarks[1], landmarks[2]
+    across_x, across_y = rx - lx, ry - ly
+    eye_distance = math.hypot(across_x, across_y)
+    if eye_distance == 0:
+        return -DIRECTION_SCALE * 4
+    roll = math.degrees(math.atan2(across_y, across_x)) / 30
+    offset = ((nx - (lx + rx) / 2) * across_x + (ny - (ly + ry) / 2) * across_y) / eye_distance
+    yaw = offset / (eye_distance / 2)
+    return -DIRECTION_SCALE * (yaw * yaw + roll * roll)
+
+
+@dataclass(frozen=True)
+class Post:
+    """A snapshot to post: the frame it is on (opaque here) and the face on it."""
+
+    track: int
+    frame: Any
+    frame_time: float
+    detection: Detection
+    # The box to post (bbox-scale applied, inside the frame).
+    box: Box
+
+
+@dataclass
+class _Track:
+    id: int
+    box: Box
+    seen_at: float
+    threshold: float
+    last_post: float | None = None
+    best: Post | None = None
+    posts: int = 0
+
+
+@dataclass
+class Tracker:
+    options: Options
+    frame_size: tuple[int, int] = (0, 0)  # width, height
+    _tracks: list[_Track] = field(default_factory=list)
+    _next_id: int = 1
+    _recent: deque[tuple[float, float, float]] = field(default_factory=deque)
+
+    @property
+    def active(self) -> int:
+        return len(self._tracks)
+
+    def update(self, frame: Any, time: float, detections: Sequence[Detection]) -> list[Post]:
+        """One processed frame (time in seconds of video): the posts it causes."""
+        posts: list[Post] = []
+        wanted = [d for d in detections if self._sized(d.box)]
+        unmatched = set(range(len(wanted)))
+        pairs = sorted(
+            (
+                (track.box.iou(d.box), t, i)
+                for t, track in enumerate(self._tracks)
+                for i, d in enumerate(wanted)
+            ),
+            reverse=True,
+        )
+        matched_tracks: set[int] = set()
+        assignments: list[tuple[_Track, Detection]] = []
+        for overlap, t, i in pairs:
+            if overlap < MATCH_IOU:
+                break
+            if t in matched_tracks or i not in unmatched:
+                continue
+            matched_tracks.add(t)
+            unmatched.discard(i)
+            assignments.append((self._tracks[t], wanted[i]))
+        for i in sorted(unmatched, key=lambda i: -wanted[i].score):
+            if len(self._tracks) >= self.options.max_persons:
+                break
+            track = _Track(self._next_id, wanted[i].box, time, self.options.min_score)
+            self._next_id += 1
+            self._tracks.append(track)
+            assignments.append((track, wanted[i]))
+        for track, detection in assignments:
+            track.box = detection.box
+            track.seen_at = time
+            post = self._consider(track, frame, time, detection)
+            if post is not None:
+                posts.append(post)
+        posts += self._end(lambda t: time - t.seen_at > LOST_AFTER)
+        return posts
+
+    def finish(self) -> list[Post]:
+        """The stream ended: every track ends."""
+        return self._end(lambda _t: True)
+
+    def _sized(self, box: Box) -> bool:
+        o = self.options
+        if o.min_face_size and min(box.width, box.height) < o.min_face_size:
+            return False
+        return not (o.max_face_size and max(box.width, box.height) > o.max_face_size)
+
+    def _eligible(self, detection: Detection) -> bool:
+        o = self.options
+        if detection.score < o.min_score or detection.direction_score < o.min_dir_score:
+            return False
+        return o.roi is None or o.roi.contains(detection.box)
+
+    def _consider(
+        self, track: _Track, frame: Any, time: float, detection: Detection
+    ) -> Post | None:
+        if not self._eligible(detection):
+            return None
+        o = self.options
+        post = Post(track.id, frame, time, detection, self._posted_box(detection.box))
+        if not o.realtime:
+            if track.best is None or detection.score > track.best.detection.score:
+                track.best = post
+            return None
+        if (
+            o.rt_refresh > 0
+            and track.last_post is not None
+            and (time - track.last_post) * 1000 >= o.rt_refresh
+        ):
+            track.threshold = o.min_score
+        if detection.score < track.threshold:
+            return None
+        if track.last_post is not None and (time - track.last_post) * 1000 < o.rt_delay:
+            return None
+        if not self._unique(post):
+            return None
+        track.threshold = detection.score + o.rt_score_step
+        track.last_post = time
+        track.posts += 1
+        return post
+
+    def _end(self, ended: Any) -> list[Post]:
+        posts = []
+        for track in [t for t in self._tracks if ended(t)]:
+            self._tracks.remove(track)
+            if track.best is not None and self._unique(track.best):
+                posts.append(track.best)
+        return posts
+
+    def _posted_box(self, box: Box) -> Box:
+        width, height = self.frame_size
+        if self.options.bbox_scale == 1.0 or not width:
+            return box
+        return box.scaled(self.options.bbox_scale, width, height)
+
+    def _unique(self, post: Post) -> bool:
+        """post-uniq: at most uc-max-dup posts per place within the time window."""
+        o = self.options
+        if not o.post_uniq:
+            return True
+        while self._recent and post.frame_time - self._recent[0][0] > o.uc_max_time_diff:
+            self._recent.popleft()
+        cx, cy = post.detection.box.center
+        close = sum(
+            1 for _, x, y in self._recent if math.hypot(cx - x, cy - y) <= o.uc_max_avg_shift
+        )
+        if close >= o.uc_max_dup:
+            return False
+        self._recent.append((post.frame_time, cx, cy))
+        return True

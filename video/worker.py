@@ -1,0 +1,185 @@
+"""The worker: which cameras to process, one pipeline each.
+
+Cameras come from `--source`/`--camid` (one camera), from the REST API's camera list
+(`camera-url`, those of `detector-name`), or from FaceGrid's control plane (`controlplane`).
+The list is read again every `reload-timeout` seconds unless `single-pass`: new cameras start,
+removed ones stop, and a camera whose URL, rot or roi changed restarts with its new settings,
+without restarting the worker. At most `detectors-max` cameras run; with a license server each
+one holds a `cameras` lease, so cameras beyond the licence are refused and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace
+
+import grpc
+import httpx
+from prometheus_client import CollectorRegistry
+
+from facegrid.licence import Lease, LicenceClient, LicenceRefused
+from facegrid.v1 import controlplane_pb2 as cp
+from facegrid.v1 import controlplane_pb2_grpc
+from facegrid.video.capture import parse_source
+from facegrid.video.clients import Api, Camera, Extractor
+from facegrid.video.core.geometry import Region
+from facegrid.video.core.options import Options
+from facegrid.video.metrics import WorkerMetrics
+from facegrid.video.pipeline import CameraPipeline
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(
+        self,
+        options: Options,
+        registry: CollectorRegistry,
+        licence: LicenceClient | None = None,
+        *,
+        keep_answers: bool = False,
+    ) -> None:
+        self.options = options
+        self.metrics = WorkerMetrics(registry)
+        self.extractor = Extractor(options.extractor)
+        self.api = Api(options)
+        self.licence = licence or LicenceClient(None, "video", "")
+        self.pipelines: dict[str, CameraPipeline] = {}
+        self.finished: dict[str, CameraPipeline] = {}
+        self._leases: dict[str, Lease] = {}
+        self._keep_answers = keep_answers
+
+    async def cameras(self) -> list[Camera]:
+        o = self.options
+        if o.source:
+            return [Camera(o.camid, o.source, o.rot, o.roi)]
+        if o.controlplane:
+            async with grpc.aio.insecure_channel(o.controlplane) as channel:
+                stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
+                response = await stub.ListCameras(
+                    cp.ListCamerasRequest(detector=o.detector_name), timeout=o.req_timeout
+                )
+            return [
+                Camera(c.id, c.url, _region(c.rot), _region(c.roi))
+                for c in response.cameras
+                if c.active and c.url
+            ]
+        return await asyncio.to_thread(self.api.cameras)
+
+    async def sync(self) -> None:
+        """Bring the running pipelines in line with the camera list."""
+        try:
+            listed = await self.cameras()
+        except (grpc.aio.AioRpcError, httpx.HTTPError, ValueError) as e:
+            log.warning("cannot read the camera list: %r", e)
+            return
+        wanted = {c.id: c for c in sorted(listed, key=lambda c: c.id)}
+        for camera_id, pipeline in list(self.pipelines.items()):
+            camera = wanted.get(camera_id)
+            if camera is None or camera != pipeline.camera:
+                log.info("camera %s released" if camera is None else "camera %s changed", camera_id)
+                await self._stop(camera_id)
+        for camera_id, pipeline in list(self.pipelines.items()):
+            if not pipeline.running:  # a file that ended
+                self.finished[camera_id] = self.pipelines.pop(camera_id)
+                await self._release(camera_id)
+        refused = 0
+        for camera in wanted.values():
+            if camera.id in self.pipelines:
+                continue
+            done = self.finished.get(camera.id)
+            if done is not None and done.camera == camera and not parse_source(camera.url).live:
+                continue  # this file has been processed
+            if len(self.pipelines) >= self.options.detectors_max:
+                refused += 1
+                continue
+            if not await self._lease(camera.id):
+                refused += 1
+                continue
+            self._start(camera)
+        if refused:
+            log.warning("%d cameras not processed (detectors-max or the licence)", refused)
+        self.metrics.refused.set(refused)
+        self.metrics.cameras.set(len(self.pipelines))
+
+    def _start(self, camera: Camera) -> None:
+        try:
+            source = parse_source(camera.url)
+        except ValueError as e:
+            log.error("camera %s: %s", camera.id, e)
+            return
+        options = self.options
+        if camera.roi is not None:  # the camera's own region of interest
+            options = replace(options, roi=camera.roi)
+        pipeline = CameraPipeline(
+            camera,
+            source,
+            options,
+            self.extractor,
+            self.api,
+            self.metrics.camera(camera.id),
+            keep_answers=self._keep_answers,
+        )
+        self.pipelines[camera.id] = pipeline
+        pipeline.start()
+        log.info("camera %s assigned: %s", camera.id, camera.url)
+
+    async def _stop(self, camera_id: str) -> None:
+        pipeline = self.pipelines.pop(camera_id)
+        pipeline.stop()
+        await asyncio.to_thread(pipeline.join, 10)
+        await self._release(camera_id)
+
+    async def _lease(self, camera_id: str) -> bool:
+        try:
+            lease = await self.licence.acquire("cameras")
+        except (LicenceRefused, grpc.aio.AioRpcError) as e:
+            log.warning("camera %s refused: %s", camera_id, e)
+            return False
+        if not lease.granted:
+            log.warning("camera %s refused: %s", camera_id, lease.reason)
+            return False
+        self._leases[camera_id] = lease
+        return True
+
+    async def _release(self, camera_id: str) -> None:
+        lease = self._leases.pop(camera_id, None)
+        if lease is not None:
+            try:
+                await self.licence.release(lease)
+            except grpc.aio.AioRpcError as e:
+                log.warning("could not release the lease of camera %s: %s", camera_id, e)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until stopped, or, for a single pass, until every camera's stream ended."""
+        once = self.options.single_pass or bool(self.options.source)
+        await self.sync()
+        while not stop.is_set():
+            if once and not any(p.running for p in self.pipelines.values()):
+                break
+            interval = 0.2 if once else self.options.reload_timeout
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+            if not once:
+                await self.sync()
+        for camera_id in list(self.pipelines):
+            pipeline = self.pipelines[camera_id]
+            if not pipeline.running:
+                self.finished[camera_id] = pipeline
+                del self.pipelines[camera_id]
+                await self._release(camera_id)
+            else:
+                self.finished[camera_id] = pipeline
+                await self._stop(camera_id)
+
+    def close(self) -> None:
+        self.extractor.close()
+        self.api.close()
+
+
+def _region(message: cp.Region) -> Region | None:
+    if message.width <= 0 or message.height <= 0:
+        return None
+    return Region(message.width, message.height, message.x, message.y)
