@@ -73,4 +73,5 @@ def main(argv: list[str] | None = None) -> None:
         print(f"facegrid-video: {e}", file=sys.stderr)
         sys.exit(2)
     configure_logging("video", options.log_level, options.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per post is too many
     asyncio.run(serve(options))

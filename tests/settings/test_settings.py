@@ -89,7 +89,7 @@ SERVICES = [
     ("facegrid.indexer", "FACEGRID_INDEXER_HNSW_EF_SEARCH", "-1"),
     ("facegrid.licensing", "FACEGRID_LICENSING_HEARTBEAT_INTERVAL", "soon"),
     ("facegrid.operator.local", "FACEGRID_CONTROLPLANE_SHARDS", "nonsense"),
-    ("facegrid.video", "FACEGRID_VIDEO_POLL_INTERVAL", "0"),
+    ("facegrid.video", "FACEGRID_VIDEO_RELOAD_TIMEOUT", "0"),
     ("facegrid.operator", "FACEGRID_OPERATOR_LISTEN", "x"),
 ]
 

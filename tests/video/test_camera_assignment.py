@@ -54,7 +54,7 @@ async def test_worker_picks_up_and_releases_its_cameras(
             **env,
             "FACEGRID_VIDEO_CONTROLPLANE": controlplane_address,
             "FACEGRID_VIDEO_DETECTOR_NAME": "detec1",
-            "FACEGRID_VIDEO_POLL_INTERVAL": "0.2",
+            "FACEGRID_VIDEO_RELOAD_TIMEOUT": "0.2",
             "FACEGRID_VIDEO_METRICS_LISTEN": "",
         },
         stderr=asyncio.subprocess.PIPE,
