@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -68,10 +68,12 @@ class Capture:
         source: Source,
         params: tuple[tuple[str, str], ...] = (),
         stop: threading.Event | None = None,
+        on_reconnect: Callable[[], None] = lambda: None,
     ) -> None:
         self.source = source
         self._params = params
         self._stop = stop or threading.Event()
+        self._on_reconnect = on_reconnect
         self.reconnects = 0
         self.fps = 0.0
 
@@ -106,6 +108,7 @@ class Capture:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 self.reconnects += 1
+                self._on_reconnect()
                 continue
             self.fps = self.source.fps or capture.get(cv2.CAP_PROP_FPS) or 25.0
             started = time.monotonic()
@@ -135,3 +138,4 @@ class Capture:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
             self.reconnects += 1
+            self._on_reconnect()

@@ -105,7 +105,9 @@ class CameraPipeline:
     # Stages.
 
     def _capture(self) -> None:
-        capture = Capture(self._source, self.options.source_params, self._stop)
+        capture = Capture(
+            self._source, self.options.source_params, self._stop, self._metrics.reconnects.inc
+        )
         try:
             started = time.perf_counter()
             for captured in capture.frames():
@@ -117,7 +119,6 @@ class CameraPipeline:
         except OSError as e:
             log.error("camera %s: %s", self.camera.id, e)
         finally:
-            self._metrics.reconnects.inc(capture.reconnects)
             self._put(self._frames, _END)
 
     def _offer(self, frame: _Frame) -> None:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import email.parser
 import email.policy
-import http.server
 import itertools
 import json
 import math
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from facegrid.stack import PORTS
 from facegrid.video.core.options import parse
 from facegrid.video.worker import Worker
 from tests.conftest import FACES
+from tests.video.recorder import recording
 
 from .conftest import RunningStack, stack_with_models
 
@@ -161,37 +160,17 @@ async def test_no_posts_from_frames_without_faces(
     assert pipeline.stats.posts == 0
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    requests: list[tuple[dict[str, str], bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        _Recorder.requests.append((dict(self.headers), body))
-        answer = json.dumps({"results": []}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 async def test_posts_have_the_fields_of_the_reference_example(
     stack: tuple[RunningStack, int], tmp_path: Path
 ) -> None:
     """As "Render Detection Results" shows fkvideo_detector's request: the frame as `photo`,
     `face0`, `bbox`, `cam_id`, `timestamp`, `detectorParams`, plus body fields and headers."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _Recorder.requests = []
     _, base = stack
     clip = _cut(HAMILTON, 30, tmp_path / "cut.mp4")
-    try:
+    with recording() as api:
         options = parse(
             [
-                "--api-url", f"http://127.0.0.1:{server.server_address[1]}",
+                "--api-url", api.url,
                 "--api-token", "secret",
                 "--extractor", f"127.0.0.1:{base + PORTS['extractor']}",
                 "--camid", CAMERA,
@@ -207,11 +186,9 @@ async def test_posts_have_the_fields_of_the_reference_example(
         worker = Worker(options, CollectorRegistry())
         await worker.run(asyncio.Event())
         worker.close()
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert _Recorder.requests
-    headers, body = _Recorder.requests[0]
+        requests = list(api.requests)
+    assert requests
+    headers, body = requests[0]
     assert headers["Authorization"] == "Token secret"
     assert headers["X-Origin"] == "door"
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(

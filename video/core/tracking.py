@@ -1,7 +1,8 @@
 """Face tracks and the choice of which snapshots to post.
 
-Detections of consecutive processed frames are joined into tracks by box overlap (IoU). A track
-ends when it has not been seen for `LOST_AFTER` seconds of video. What gets posted:
+Detections of consecutive processed frames are joined into tracks by box overlap (IoU), or
+by a small shift of the box's centre. A track ends when it has not been seen for `LOST_AFTER`
+seconds of video. What gets posted:
 
 - real-time mode: a snapshot as soon as its score reaches the track's threshold, which starts at
   `min-score` and rises to the posted score plus `rt-score-step` after each post; posts of one
@@ -30,8 +31,11 @@ from typing import Any
 from facegrid.video.core.geometry import Box
 from facegrid.video.core.options import Options
 
-LOST_AFTER = 0.5  # seconds of video without the face
+LOST_AFTER = 1.0  # seconds of video without the face
 MATCH_IOU = 0.3
+# A detection also continues a track when its centre moved less than this share of the face's
+# size (fast movement, or a box that grew or shrank, gives a low IoU).
+MATCH_SHIFT = 0.5
 DIRECTION_SCALE = 20.0
 
 
@@ -59,6 +63,18 @@ def direction_score(landmarks: Sequence[tuple[float, float]]) -> float:
     offset = ((nx - (lx + rx) / 2) * across_x + (ny - (ly + ry) / 2) * across_y) / eye_distance
     yaw = offset / (eye_distance / 2)
     return -DIRECTION_SCALE * (yaw * yaw + roll * roll)
+
+
+def _closeness(track: Box, detection: Box) -> float:
+    """How well a detection continues a track: its IoU when that is at least MATCH_IOU, else
+    a small positive value when the centre moved less than MATCH_SHIFT face sizes, else 0."""
+    overlap = track.iou(detection)
+    if overlap >= MATCH_IOU:
+        return overlap
+    size = max(track.width, track.height, 1.0)
+    (tx, ty), (dx, dy) = track.center, detection.center
+    shift = math.hypot(tx - dx, ty - dy) / size
+    return (MATCH_SHIFT - shift) * MATCH_IOU / MATCH_SHIFT if shift < MATCH_SHIFT else 0.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +119,7 @@ class Tracker:
         unmatched = set(range(len(wanted)))
         pairs = sorted(
             (
-                (track.box.iou(d.box), t, i)
+                (_closeness(track.box, d.box), t, i)
                 for t, track in enumerate(self._tracks)
                 for i, d in enumerate(wanted)
             ),
@@ -111,8 +127,8 @@ class Tracker:
         )
         matched_tracks: set[int] = set()
         assignments: list[tuple[_Track, Detection]] = []
-        for overlap, t, i in pairs:
-            if overlap < MATCH_IOU:
+        for closeness, t, i in pairs:
+            if closeness <= 0:
                 break
             if t in matched_tracks or i not in unmatched:
                 continue
