@@ -22,6 +22,11 @@ MAX_META = 4096
 MAX_N = 1000
 
 
+# No photo is wider or taller than its 50-megapixel limit allows; beyond this a coordinate is
+# a client's mistake (and would not fit the wire format's 32-bit integers).
+MAX_COORDINATE = 1_000_000
+
+
 @dataclass(frozen=True)
 class BBox:
     x1: int
@@ -60,6 +65,12 @@ class BBox:
         for c in coords:
             if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c):
                 raise BadParam(f"{param} coordinates must be numbers", param=param, value=value)
+            if abs(c) > MAX_COORDINATE:
+                raise BadParam(
+                    f"{param} coordinates must lie within +-{MAX_COORDINATE} pixels",
+                    param=param,
+                    value=value,
+                )
             numbers.append(round(c))
         box = cls(*numbers)
         if box.x2 <= box.x1 or box.y2 <= box.y1:

@@ -255,6 +255,12 @@ async def test_photo_urls_are_fetched_directly(api: httpx.AsyncClient, photo_ser
         ),
         ({"files": {"photo": ("p.jpg", OBAMA)}, "data": {"bbox": "[1, 2]"}}, 400, "bbox"),
         ({"files": {"photo": ("p.jpg", OBAMA)}, "data": {"meta": "x" * 5000}}, 400, "meta"),
+        # Past any photo, and past the wire format's 32-bit integers (found by fuzzing).
+        (
+            {"files": {"photo": ("p.jpg", OBAMA)}, "data": {"bbox": "[[0, 0, 3554334205, 9]]"}},
+            400,
+            "bbox",
+        ),
     ],
 )
 async def test_bad_face_requests_are_precise_and_store_nothing(
