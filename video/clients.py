@@ -91,7 +91,9 @@ class Api:
     """The FindFace-compatible REST API: any such server, FaceGrid's gateway included."""
 
     def __init__(self, options: Options) -> None:
-        headers = {"Authorization": f"Token {options.api_token}", **dict(options.headers)}
+        headers = dict(options.headers)
+        if options.api_token:
+            headers["Authorization"] = f"Token {options.api_token}"
         self._client = httpx.Client(
             base_url=options.api_base, headers=headers, timeout=options.req_timeout
         )

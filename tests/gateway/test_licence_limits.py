@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ async def licence_setup(
                 LicensedCount(licence, "cameras", camera_count),
             ),
             "restart": lambda: running(vendor, folder, grpc_port=port),
+            "vendor": vendor,
             "server": server_scope,
         }
 
@@ -155,3 +157,24 @@ async def test_a_license_server_outage_is_ridden_out_within_the_grace_period(
     refused = await _add(api, OBAMA2)
     assert refused.status_code == 403
     assert "has not answered for 61 s (grace period 60 s)" in refused.json()["reason"]
+
+
+async def test_an_unusable_licence_refuses_new_faces_with_its_reason(
+    api: httpx.AsyncClient, licence_setup: dict[str, Any], tmp_path: Path
+) -> None:
+    """A newer licence file that has expired replaces the good one: the license server reports
+    why, and the gateway refuses new faces with that reason."""
+    licence: LicenceClient = licence_setup["licence"]
+    vendor = licence_setup["vendor"]
+    (tmp_path / "license" / "newer.lic").write_bytes(vendor.licence(expires=time.time() - 60))
+    for _ in range(50):  # the server reads its folder every 0.1 s
+        await licence.refresh()
+        if licence.problem():
+            break
+        await asyncio.sleep(0.1)
+    refused = await _add(api, OBAMA)
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "LICENSE_ERROR"
+    assert refused.json()["reason"].startswith(
+        "no valid licence: newer.lic: the licence expired on"
+    )
