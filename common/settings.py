@@ -17,7 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AfterValidator, BeforeValidator, ValidationError
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 CONFIG_ENV_VAR = "FACEGRID_CONFIG"
@@ -162,3 +162,16 @@ def _describe(
 def exit_on_config_error(program: str, error: ConfigError) -> None:
     print(f"{program}: {error}", file=sys.stderr)
     sys.exit(EXIT_BAD_CONFIG)
+
+
+class LicensedSettings(ServiceSettings):
+    """Settings of a component that heartbeats to the license server (facegrid.licence)."""
+
+    licensing: OptionalHostPort = Field(
+        None, description="license server gRPC address; empty: community mode"
+    )
+    license_grace: float = Field(
+        300.0,
+        gt=0,
+        description="seconds to keep working on the last licence while licensing is unreachable",
+    )

@@ -7,10 +7,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from facegrid.settings import HostPort, Networks, OptionalHostPort, ServiceSettings
+from facegrid.settings import (
+    HostPort,
+    LicensedSettings,
+    Networks,
+    OptionalHostPort,
+)
 
 
-class ExtractorSettings(ServiceSettings):
+class ExtractorSettings(LicensedSettings):
     section = "extractor"
 
     listen: HostPort = Field("127.0.0.1:18665", description="gRPC address to serve on")
@@ -30,14 +35,6 @@ class ExtractorSettings(ServiceSettings):
             "Extraction API: networks (comma-separated CIDRs) image URLs may point into "
             "although not public"
         ),
-    )
-    licensing: OptionalHostPort = Field(
-        None, description="license server gRPC address; empty: community mode"
-    )
-    license_grace: float = Field(
-        300.0,
-        gt=0,
-        description="seconds to keep working on the last licence while licensing is unreachable",
     )
     metrics_listen: OptionalHostPort = Field(
         "127.0.0.1:19666", description="HTTP address for /metrics; empty to disable"

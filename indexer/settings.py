@@ -7,21 +7,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from facegrid.settings import HostPort, OptionalHostPort, ServiceSettings
+from facegrid.settings import HostPort, LicensedSettings, OptionalHostPort
 
 
-class IndexerSettings(ServiceSettings):
+class IndexerSettings(LicensedSettings):
     section = "indexer"
 
     listen: HostPort = Field("127.0.0.1:33001", description="gRPC address to serve on")
-    licensing: OptionalHostPort = Field(
-        None, description="license server gRPC address; empty: community mode"
-    )
-    license_grace: float = Field(
-        300.0,
-        gt=0,
-        description="seconds to keep working on the last licence while licensing is unreachable",
-    )
     metrics_listen: OptionalHostPort = Field(
         "127.0.0.1:34001", description="HTTP address for /metrics; empty to disable"
     )

@@ -31,11 +31,11 @@ from typing import Any
 from facegrid.video.core.geometry import Box
 from facegrid.video.core.options import Options
 
-LOST_AFTER = 1.0  # seconds of video without the face
+LOST_AFTER = 1.5  # seconds of video without the face
 MATCH_IOU = 0.3
 # A detection also continues a track when its centre moved less than this share of the face's
 # size (fast movement, or a box that grew or shrank, gives a low IoU).
-MATCH_SHIFT = 0.5
+MATCH_SHIFT = 1.0
 DIRECTION_SCALE = 20.0
 
 
