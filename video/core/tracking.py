@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from facegrid.video.core.geometry import Box
@@ -100,13 +100,14 @@ class _Track:
     posts: int = 0
 
 
-@dataclass
 class Tracker:
-    options: Options
-    frame_size: tuple[int, int] = (0, 0)  # width, height
-    _tracks: list[_Track] = field(default_factory=list)
-    _next_id: int = 1
-    _recent: deque[tuple[float, float, float]] = field(default_factory=deque)
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.frame_size = (0, 0)  # width, height: keeps bbox-scale inside the frame
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        # (time, x, y) of recent posts, for post-uniq.
+        self._recent: deque[tuple[float, float, float]] = deque()
 
     @property
     def active(self) -> int:
