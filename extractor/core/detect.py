@@ -168,9 +168,7 @@ class FaceDetector:
         for scale in scales:
             w, h = math.ceil(width * scale), math.ceil(height * scale)
             source = next(img for s, img in reversed(levels) if s >= 2 * scale or s == 1.0)
-            scaled = np.asarray(
-                cv2.resize(source, (w, h), interpolation=cv2.INTER_AREA), dtype=np.uint8
-            )
+            scaled = cv2.resize(source, (w, h), interpolation=cv2.INTER_AREA)
             levels.append((scale, scaled))
             batch = _normalise(scaled).transpose(1, 0, 2)[None]
             offsets, probabilities = self._pnet.run(None, {self._pnet.get_inputs()[0].name: batch})
