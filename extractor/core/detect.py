@@ -160,16 +160,9 @@ class FaceDetector:
         p = self.params
         height, width = image.shape[:2]
         found = []
-        # Each level is area-averaged from the smallest level made so far that is at least
-        # twice its size, not from the full image (at 1080p that took 80 ms of a 260 ms
-        # detection); from the level just before, the double filtering lost a face of dlib's
-        # PASCAL set.
-        levels: list[tuple[float, npt.NDArray[np.uint8]]] = [(1.0, image)]
         for scale in scales:
             w, h = math.ceil(width * scale), math.ceil(height * scale)
-            source = next(img for s, img in reversed(levels) if s >= 2 * scale or s == 1.0)
-            scaled = cv2.resize(source, (w, h), interpolation=cv2.INTER_AREA)
-            levels.append((scale, scaled))
+            scaled = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
             batch = _normalise(scaled).transpose(1, 0, 2)[None]
             offsets, probabilities = self._pnet.run(None, {self._pnet.get_inputs()[0].name: batch})
             # Outputs are indexed [x, y] because the input was transposed.
