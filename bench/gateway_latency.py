@@ -78,6 +78,15 @@ def free_base() -> int:
             continue
 
 
+def stack_data(tmp: str) -> Path:
+    """A data folder for `facegrid up` in tmp, with the model bundle built and linked in."""
+    data = Path(tmp) / "data"
+    bundle = build(Path(tmp) / "models", progress=lambda _line: None).path
+    (data / "models").mkdir(parents=True)
+    (data / "models" / BUNDLE_VERSION).symlink_to(bundle, target_is_directory=True)
+    return data
+
+
 def start_stack(data: Path, base: int) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
     env["FACEGRID_GATEWAY_FETCH_ALLOW"] = "127.0.0.0/8"
@@ -222,10 +231,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        bundle = build(Path(tmp) / "models", progress=lambda _line: None).path
-        (data / "models").mkdir(parents=True)
-        (data / "models" / BUNDLE_VERSION).symlink_to(bundle, target_is_directory=True)
+        data = stack_data(tmp)
         photos = http.server.ThreadingHTTPServer(
             ("127.0.0.1", 0), partial(_QuietFiles, directory=tmp)
         )

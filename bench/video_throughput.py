@@ -29,10 +29,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_latency import free_base, start_stack
+from gateway_latency import free_base, stack_data, start_stack
 
-from facegrid.extractor.bundle import build
-from facegrid.extractor.core.models import BUNDLE_VERSION
 from facegrid.stack import PORTS
 from facegrid.v1 import extractor_pb2 as pb
 from facegrid.v1 import extractor_pb2_grpc
@@ -143,10 +141,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=0, help="only the first N frames")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        bundle = build(Path(tmp) / "models", progress=lambda _line: None).path
-        (data / "models").mkdir(parents=True)
-        (data / "models" / BUNDLE_VERSION).symlink_to(bundle, target_is_directory=True)
+        data = stack_data(tmp)
         base = free_base()
         process, token = start_stack(data, base)
         try:

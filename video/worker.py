@@ -83,8 +83,7 @@ class Worker:
                 await self._stop(camera_id)
         for camera_id, pipeline in list(self.pipelines.items()):
             if not pipeline.running:  # a file that ended
-                self.finished[camera_id] = self.pipelines.pop(camera_id)
-                await self._release(camera_id)
+                await self._stop(camera_id)
         refused = 0
         for camera in wanted.values():
             if camera.id in self.pipelines:
@@ -127,9 +126,12 @@ class Worker:
         log.info("camera %s assigned: %s", camera.id, camera.url)
 
     async def _stop(self, camera_id: str) -> None:
+        """Stop a camera's pipeline (at once if its stream already ended), keep it among the
+        finished ones and give its lease back."""
         pipeline = self.pipelines.pop(camera_id)
         pipeline.stop()
         await asyncio.to_thread(pipeline.join, 10)
+        self.finished[camera_id] = pipeline
         await self._release(camera_id)
 
     async def _lease(self, camera_id: str) -> bool:
@@ -165,14 +167,7 @@ class Worker:
             if not once:
                 await self.sync()
         for camera_id in list(self.pipelines):
-            pipeline = self.pipelines[camera_id]
-            if not pipeline.running:
-                self.finished[camera_id] = pipeline
-                del self.pipelines[camera_id]
-                await self._release(camera_id)
-            else:
-                self.finished[camera_id] = pipeline
-                await self._stop(camera_id)
+            await self._stop(camera_id)
 
     def close(self) -> None:
         self.extractor.close()
