@@ -4,6 +4,7 @@ facegrid up        start every component on loopback; Ctrl-C stops them
 facegrid status    the health of every component of a running stack
 facegrid token     create another API token (the seed's findface-facenapi.token)
 facegrid license   licence files: keygen, issue, verify
+facegrid mass-enroll  enroll faces from images in bulk through the REST API (resumable)
 facegrid version
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from facegrid import __version__
+from facegrid.bulk import cli as bulk_cli
 from facegrid.health import Probe, check
 from facegrid.licensing import cli as licensing_cli
 from facegrid.settings import ConfigError, exit_on_config_error
@@ -163,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_build.set_defaults(func=cmd_models_build)
 
     licensing_cli.add_commands(sub)
+    bulk_cli.add_commands(sub)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__version__) or 0)

@@ -61,20 +61,37 @@ class ShardCopies:
 
 @dataclass(frozen=True)
 class Route:
-    """A gallery's placement: which shard owns each slot."""
+    """A gallery's placement: which shard owns each slot, and while the gallery is resharded,
+    which shard each slot is moving to (`target_shards`, empty otherwise)."""
 
     gallery: str
     version: int
     shards: tuple[ShardCopies, ...]
     slot_shards: tuple[int, ...]
+    target_shards: tuple[int, ...] = ()
 
     def owner(self, face_id: int) -> ShardCopies:
+        """The shard that answers reads of the face: its slot's current owner."""
         return self.shards[self.slot_shards[slot_of(face_id) % len(self.slot_shards)]]
+
+    def writers(self, face_id: int) -> list[ShardCopies]:
+        """The shards a write of the face goes to: the owner and, mid-reshard, the target."""
+        owner = self.owner(face_id)
+        if not self.target_shards:
+            return [owner]
+        target = self.shards[self.target_shards[slot_of(face_id) % len(self.target_shards)]]
+        return [owner] if target == owner else [owner, target]
 
     @classmethod
     def from_wire(cls, placement: cp.Placement) -> Route:
         shards = tuple(ShardCopies(s.name, s.address, tuple(s.replicas)) for s in placement.shards)
-        return cls(placement.gallery, placement.version, shards, tuple(placement.slot_shards))
+        return cls(
+            placement.gallery,
+            placement.version,
+            shards,
+            tuple(placement.slot_shards),
+            tuple(placement.target_slot_shards),
+        )
 
 
 class Placements(Protocol):
@@ -270,7 +287,23 @@ class ShardRouter:
         entry = pb.IndexEntry(id=face_id, vector=vector)
 
         async def add_to(route: Route) -> None:
-            await self._adds.add(route.owner(face_id).primary, route.gallery, entry)
+            writers = route.writers(face_id)
+            outcomes = await asyncio.gather(
+                *(self._adds.add(shard.primary, route.gallery, entry) for shard in writers),
+                return_exceptions=True,
+            )
+            errors = [o for o in outcomes if o is not None]
+            if errors and len(errors) < len(writers):
+                # Mid-reshard, one of the two copies took it: take it back from that one.
+                await asyncio.gather(
+                    *(
+                        self._undo(route.gallery, shard, face_id)
+                        for shard, o in zip(writers, outcomes, strict=True)
+                        if o is None
+                    )
+                )
+            if errors:
+                raise errors[0]
 
         async with timed("index"):
             outcomes = await asyncio.gather(*(add_to(r) for r in routes), return_exceptions=True)
@@ -285,13 +318,20 @@ class ShardRouter:
             raise _shard_error(route.owner(face_id).name, error) from error
         raise error
 
+    async def _undo(self, gallery: str, shard: ShardCopies, face_id: int) -> None:
+        try:
+            await self._channels.stub(shard.primary).Delete(
+                pb.DeleteRequest(gallery=gallery, ids=[face_id]), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            log.error("could not undo face %d in %s on %s: %s", face_id, gallery, shard.name, e)
+
     async def delete(self, face_id: int, galleries: Sequence[str]) -> None:
         routes = [await self._placements.route(g) for g in galleries]
         await self._delete_in(face_id, routes, best_effort=False)
 
     async def _delete_in(self, face_id: int, routes: list[Route], *, best_effort: bool) -> None:
-        async def delete_from(route: Route) -> None:
-            shard = route.owner(face_id)
+        async def delete_from(route: Route, shard: ShardCopies) -> None:
             try:
                 await self._channels.stub(shard.primary).Delete(
                     pb.DeleteRequest(gallery=route.gallery, ids=[face_id]), timeout=self._timeout
@@ -301,7 +341,9 @@ class ShardRouter:
                     raise _shard_error(shard.name, e) from e
                 log.error("could not undo face %d in %s: %s", face_id, route.gallery, e.code())
 
-        await asyncio.gather(*(delete_from(r) for r in routes))
+        await asyncio.gather(
+            *(delete_from(r, shard) for r in routes for shard in r.writers(face_id))
+        )
 
     # -- reads rotate over copies ---------------------------------------------------------------
 

@@ -50,6 +50,8 @@ class Stats:
     dropped: int = 0
     posts: int = 0
     post_errors: int = 0
+    # When the API last accepted a face (time.time()), for the control plane's camera status.
+    last_post: float | None = None
     posted: list[dict[str, object]] = field(default_factory=list)
 
 
@@ -234,6 +236,7 @@ class CameraPipeline:
             return
         if response.is_success:
             self.stats.posts += 1
+            self.stats.last_post = time.time()
             self._metrics.posts.inc()
             self._metrics.latency.observe(time.monotonic() - post.frame.captured_at)
             if self._keep_answers:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import time
 from dataclasses import replace
 
 import grpc
@@ -50,6 +52,8 @@ class Worker:
         self.finished: dict[str, CameraPipeline] = {}
         self._leases: dict[str, Lease] = {}
         self._keep_answers = keep_answers
+        # Per camera: (frames in, time.monotonic()) at the last report, for frames/s.
+        self._seen: dict[str, tuple[int, float]] = {}
 
     async def cameras(self) -> list[Camera]:
         o = self.options
@@ -59,7 +63,8 @@ class Worker:
             async with grpc.aio.insecure_channel(o.controlplane) as channel:
                 stub = controlplane_pb2_grpc.ControlPlaneStub(channel)
                 response = await stub.ListCameras(
-                    cp.ListCamerasRequest(detector=o.detector_name), timeout=o.req_timeout
+                    cp.ListCamerasRequest(detector=o.detector_name, worker=o.worker_name),
+                    timeout=o.req_timeout,
                 )
             return [
                 Camera(c.id, c.url, _region(c.rot), _region(c.roi))
@@ -102,6 +107,20 @@ class Worker:
             log.warning("%d cameras not processed (detectors-max or the licence)", refused)
         self.metrics.refused.set(refused)
         self.metrics.cameras.set(len(self.pipelines))
+        if self.options.controlplane:
+            await self.report()
+
+    async def report(self) -> None:
+        """Tell the control plane how each camera is doing (shown in its Camera status)."""
+        reports = camera_reports(self.pipelines, self._seen, time.monotonic())
+        try:
+            async with grpc.aio.insecure_channel(self.options.controlplane) as channel:
+                await controlplane_pb2_grpc.ControlPlaneStub(channel).ReportCameras(
+                    cp.ReportCamerasRequest(worker=self.options.worker_name, cameras=reports),
+                    timeout=self.options.req_timeout,
+                )
+        except grpc.aio.AioRpcError as e:
+            log.warning("cannot report the cameras' state: %s", e.code().name)
 
     def _start(self, camera: Camera) -> None:
         try:
@@ -172,6 +191,31 @@ class Worker:
     def close(self) -> None:
         self.extractor.close()
         self.api.close()
+
+
+def camera_reports(
+    pipelines: dict[str, CameraPipeline], seen: dict[str, tuple[int, float]], now: float
+) -> list[cp.CameraReport]:
+    """Each running camera's state since the previous report (`seen` is updated)."""
+    reports = []
+    for camera_id, pipeline in sorted(pipelines.items()):
+        stats = pipeline.stats
+        frames, since = seen.get(camera_id, (0, now))
+        elapsed = now - since
+        rate = (stats.frames_in - frames) / elapsed if elapsed > 0 else 0.0
+        report = cp.CameraReport(
+            id=camera_id,
+            streaming=stats.frames_in > frames,
+            frames_per_second=rate,
+            posts=stats.posts,
+        )
+        if stats.last_post is not None:
+            report.last_post.FromDatetime(dt.datetime.fromtimestamp(stats.last_post, dt.UTC))
+        reports.append(report)
+        seen[camera_id] = (stats.frames_in, now)
+    for gone in set(seen) - set(pipelines):
+        del seen[gone]
+    return reports
 
 
 def _region(message: cp.Region) -> Region | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from facegrid.operator.core.placement import InvalidRequest
@@ -39,3 +40,53 @@ class CameraChange:
     active: bool | None = None
     rot: Region | None = None
     roi: Region | None = None
+
+
+def workers_needed(cameras: int, detectors_max: int) -> int:
+    """Worker pods a detector pool needs: ceil(cameras / detectors-max)."""
+    if detectors_max < 1:
+        raise ValueError("detectors-max must be at least 1")
+    return -(-cameras // detectors_max)
+
+
+def assign(
+    cameras: Sequence[str],
+    workers: Sequence[str],
+    current: Mapping[str, str],
+    detectors_max: int,
+) -> dict[str, str | None]:
+    """Each camera's worker pod, or None when the pool has no room for it.
+
+    Cameras stay where they are while their worker lives and holds no more than its share;
+    the shares are even (they differ by at most one) and never above `detectors_max`. When
+    there is not room for all, cameras already on a live worker keep theirs, and the others
+    are taken in name order, so the ones left waiting are always the same.
+    """
+    ordered = sorted(set(cameras))
+    room = min(len(ordered), len(workers) * detectors_max)
+    alive = set(workers)
+    placed = sorted(ordered, key=lambda c: (current.get(c) not in alive, c))[:room]
+    result: dict[str, str | None] = dict.fromkeys(ordered)
+    if not placed:
+        return result
+    held: dict[str, list[str]] = {w: [] for w in workers}
+    loose: list[str] = []
+    for camera in placed:
+        worker = current.get(camera)
+        if worker in held:
+            held[worker].append(camera)
+        else:
+            loose.append(camera)
+    base, extra = divmod(len(placed), len(workers))
+    by_load = sorted(workers, key=lambda w: (-len(held[w]), workers.index(w)))
+    share = {w: base + (1 if rank < extra else 0) for rank, w in enumerate(by_load)}
+    for worker in workers:
+        loose.extend(held[worker][share[worker] :])
+        del held[worker][share[worker] :]
+        for camera in held[worker]:
+            result[camera] = worker
+    free = iter(sorted(loose))
+    for worker in workers:
+        for _ in range(share[worker] - len(held[worker])):
+            result[next(free)] = worker
+    return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 # Re-exported: the control planes and their tests take them from here.
@@ -63,13 +64,21 @@ class ShardRef:
 
 @dataclass(frozen=True)
 class Placement:
+    """slot_shards[slot] indexes `shards`. While the gallery is resharded, `target` (same form)
+    says where each slot is going: writes go to both owners, reads to the current one."""
+
     gallery: str
     version: int
     shards: tuple[ShardRef, ...]
     slot_shards: tuple[int, ...]
+    target: tuple[int, ...] = ()
 
     def shard_for(self, face_id: int) -> ShardRef:
         return self.shards[self.slot_shards[slot_of(face_id)]]
+
+    @property
+    def resharding(self) -> bool:
+        return bool(self.target)
 
 
 def spread(shard_count: int) -> tuple[int, ...]:
@@ -85,3 +94,57 @@ def place(gallery: str, shards: tuple[ShardRef, ...], version: int = 1) -> Place
 
 def new_camera_id() -> str:
     return str(uuid.uuid4())
+
+
+def rebalance(owners: Sequence[str | None], shards: Sequence[str]) -> tuple[str, ...]:
+    """Each slot's new owner among `shards`: balanced, and moving as few slots as possible.
+
+    Every shard ends with floor or ceil of len(owners) / len(shards) slots; the shards that
+    already hold the most get the ceil. A shard keeps its own slots up to that quota (the lowest
+    numbered first); the rest, and slots whose owner is gone or None, fill the shards below
+    quota in order, lowest slot first, so that a fresh placement is contiguous runs.
+    """
+    if not shards:
+        raise ValueError("need at least one shard")
+    if len(set(shards)) != len(shards):
+        raise ValueError(f"shard names repeat: {list(shards)}")
+    held: dict[str, list[int]] = {name: [] for name in shards}
+    loose: list[int] = []
+    for slot, owner in enumerate(owners):
+        if owner in held:
+            held[owner].append(slot)
+        else:
+            loose.append(slot)
+    base, extra = divmod(len(owners), len(shards))
+    by_size = sorted(shards, key=lambda name: (-len(held[name]), shards.index(name)))
+    quota = {name: base + (1 if rank < extra else 0) for rank, name in enumerate(by_size)}
+    result: list[str | None] = list(owners)
+    for name in shards:
+        loose.extend(held[name][quota[name] :])
+        del held[name][quota[name] :]
+    loose.sort()
+    free = iter(loose)
+    for name in shards:
+        for _ in range(quota[name] - len(held[name])):
+            result[next(free)] = name
+    assert all(owner in quota for owner in result)
+    return tuple(name for name in result if name is not None)
+
+
+def slot_ranges(slots: Iterable[int]) -> str:
+    """ "0-511,700,702-703": sorted slots as runs, the form FaceGallery status shows."""
+    runs: list[list[int]] = []
+    for slot in sorted(set(slots)):
+        if runs and runs[-1][1] == slot - 1:
+            runs[-1][1] = slot
+        else:
+            runs.append([slot, slot])
+    return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def parse_slot_ranges(text: str) -> list[int]:
+    slots: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, _, last = part.partition("-")
+        slots.extend(range(int(first), int(last or first) + 1))
+    return slots

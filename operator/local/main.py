@@ -12,9 +12,9 @@ from facegrid import grpcserver
 from facegrid.entrypoint import run_service
 from facegrid.operator.core.placement import ShardRef, Unavailable
 from facegrid.operator.local.plane import LocalControlPlane
-from facegrid.operator.local.servicer import ControlPlaneServicer
 from facegrid.operator.local.settings import ControlPlaneSettings
 from facegrid.operator.local.store import Store
+from facegrid.operator.servicer import ControlPlaneServicer
 from facegrid.v1 import controlplane_pb2, controlplane_pb2_grpc, index_pb2, index_pb2_grpc
 
 SHARD_CALL_TIMEOUT = 10.0

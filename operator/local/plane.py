@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 from facegrid.operator.core.cameras import CameraChange, Region
 from facegrid.operator.core.placement import (
@@ -23,17 +22,17 @@ from facegrid.operator.core.placement import (
     place,
     validate_gallery_name,
 )
-from facegrid.operator.local.store import CameraRecord, GalleryRecord, Store
+from facegrid.operator.core.records import (
+    CameraRecord,
+    CameraState,
+    GalleryRecord,
+    PlacementChange,
+)
+from facegrid.operator.local.store import Store
 
 log = logging.getLogger(__name__)
 
 DropOnShard = Callable[[ShardRef, str], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class PlacementChange:
-    deleted: bool
-    placement: Placement
 
 
 class LocalControlPlane:
@@ -127,8 +126,12 @@ class LocalControlPlane:
     async def get_camera(self, camera_id: str) -> CameraRecord:
         return await self._store.get_camera(camera_id)
 
-    async def list_cameras(self, detector: str) -> list[CameraRecord]:
+    async def list_cameras(self, detector: str, worker: str = "") -> list[CameraRecord]:
+        """The detector's cameras; one machine assigns none to workers, so `worker` is moot."""
         return await self._store.list_cameras(detector)
 
     async def delete_camera(self, camera_id: str) -> None:
         await self._store.delete_camera(camera_id)
+
+    async def report_cameras(self, worker: str, states: list[CameraState]) -> None:
+        """Accepted and ignored: on one machine the worker's own /metrics says the same."""

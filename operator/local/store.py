@@ -7,7 +7,6 @@ the `galleries` and `cameras` collections.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
@@ -22,25 +21,8 @@ from facegrid.operator.core.placement import (
     Unavailable,
     new_camera_id,
 )
-
-
-@dataclass(frozen=True)
-class GalleryRecord:
-    name: str
-    created_at: dt.datetime
-    placement: Placement
-
-
-@dataclass(frozen=True)
-class CameraRecord:
-    id: str
-    url: str
-    detector: str
-    meta: str
-    active: bool
-    created_at: dt.datetime
-    rot: Region | None = None
-    roi: Region | None = None
+from facegrid.operator.core.records import CameraRecord as CameraRecord
+from facegrid.operator.core.records import GalleryRecord as GalleryRecord
 
 
 def _placement_doc(p: Placement) -> dict[str, Any]:

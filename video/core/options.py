@@ -77,6 +77,9 @@ class Options:
     # Take the cameras from the control plane (gRPC), as assigned to this worker's detector,
     # instead of from camera-url.
     controlplane: str = ""
+    # This worker's name (its pod's, in Kubernetes): with a control plane that assigns cameras
+    # to workers, only the cameras assigned to it are taken.
+    worker_name: str = ""
     metrics_listen: str = ""
     log_level: str = "info"
     log_format: str = "text"
@@ -160,6 +163,7 @@ def parser() -> argparse.ArgumentParser:
     option("--extractor", help="extractor gRPC address (FaceGrid)")
     option("--metrics-listen", help="host:port for /metrics (FaceGrid)")
     option("--controlplane", help="take cameras from this control plane (FaceGrid)")
+    option("--worker-name", help="take only the cameras the control plane assigned to this name")
     return p
 
 

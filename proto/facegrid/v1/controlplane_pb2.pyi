@@ -65,6 +65,7 @@ class Placement(_message.Message):
     SLOT_COUNT_FIELD_NUMBER: _builtins.int
     SHARDS_FIELD_NUMBER: _builtins.int
     SLOT_SHARDS_FIELD_NUMBER: _builtins.int
+    TARGET_SLOT_SHARDS_FIELD_NUMBER: _builtins.int
     gallery: _builtins.str
     version: _builtins.int
     """Increases on every change, so a watcher can drop stale updates."""
@@ -75,6 +76,13 @@ class Placement(_message.Message):
     def slot_shards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """slot_count entries, each an index into `shards`."""
 
+    @_builtins.property
+    def target_slot_shards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """While the gallery is resharded: where each slot is moving (same form as slot_shards).
+        Writes go to both a slot's current and target shard, reads to the current one; empty
+        when no reshard is under way.
+        """
+
     def __init__(
         self,
         *,
@@ -83,10 +91,11 @@ class Placement(_message.Message):
         slot_count: _builtins.int = ...,
         shards: _abc.Iterable[Global___Shard] | None = ...,
         slot_shards: _abc.Iterable[_builtins.int] | None = ...,
+        target_slot_shards: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["gallery", b"gallery", "shards", b"shards", "slot_count", b"slot_count", "slot_shards", b"slot_shards", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gallery", b"gallery", "shards", b"shards", "slot_count", b"slot_count", "slot_shards", b"slot_shards", "target_slot_shards", b"target_slot_shards", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -428,16 +437,22 @@ class ListCamerasRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DETECTOR_FIELD_NUMBER: _builtins.int
+    WORKER_FIELD_NUMBER: _builtins.int
     detector: _builtins.str
     """Only this detector's cameras; empty for all."""
+    worker: _builtins.str
+    """Only the cameras the control plane assigned to this worker (its pod name); empty for all
+    of the detector's. The local control plane assigns nothing and ignores it.
+    """
     def __init__(
         self,
         *,
         detector: _builtins.str = ...,
+        worker: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detector", b"detector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detector", b"detector", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -496,6 +511,85 @@ class DeleteCameraResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteCameraResponse: _TypeAlias = DeleteCameraResponse  # noqa: Y015
+
+@_typing.final
+class CameraReport(_message.Message):
+    """How a camera is doing, as the video worker processing it sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STREAMING_FIELD_NUMBER: _builtins.int
+    FRAMES_PER_SECOND_FIELD_NUMBER: _builtins.int
+    POSTS_FIELD_NUMBER: _builtins.int
+    LAST_POST_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    streaming: _builtins.bool
+    """Frames arrived since the last report; false while the stream is being reopened."""
+    frames_per_second: _builtins.float
+    posts: _builtins.int
+    """Faces the API accepted since the camera was started on this worker."""
+    @_builtins.property
+    def last_post(self) -> _timestamp_pb2.Timestamp:
+        """Absent until the first accepted face."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        streaming: _builtins.bool = ...,
+        frames_per_second: _builtins.float = ...,
+        posts: _builtins.int = ...,
+        last_post: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_post", b"last_post"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames_per_second", b"frames_per_second", "id", b"id", "last_post", b"last_post", "posts", b"posts", "streaming", b"streaming"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CameraReport: _TypeAlias = CameraReport  # noqa: Y015
+
+@_typing.final
+class ReportCamerasRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_FIELD_NUMBER: _builtins.int
+    CAMERAS_FIELD_NUMBER: _builtins.int
+    worker: _builtins.str
+    """The reporting worker (its pod name); reports from a worker the camera is no longer
+    assigned to are ignored.
+    """
+    @_builtins.property
+    def cameras(self) -> _containers.RepeatedCompositeFieldContainer[Global___CameraReport]: ...
+    def __init__(
+        self,
+        *,
+        worker: _builtins.str = ...,
+        cameras: _abc.Iterable[Global___CameraReport] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "worker", b"worker"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportCamerasRequest: _TypeAlias = ReportCamerasRequest  # noqa: Y015
+
+@_typing.final
+class ReportCamerasResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportCamerasResponse: _TypeAlias = ReportCamerasResponse  # noqa: Y015
 
 @_typing.final
 class GetPlacementRequest(_message.Message):

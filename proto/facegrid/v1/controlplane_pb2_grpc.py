@@ -79,6 +79,11 @@ class ControlPlaneStub:
                 request_serializer=facegrid_dot_v1_dot_controlplane__pb2.DeleteCameraRequest.SerializeToString,
                 response_deserializer=facegrid_dot_v1_dot_controlplane__pb2.DeleteCameraResponse.FromString,
                 _registered_method=True)
+        self.ReportCameras = channel.unary_unary(
+                '/facegrid.v1.ControlPlane/ReportCameras',
+                request_serializer=facegrid_dot_v1_dot_controlplane__pb2.ReportCamerasRequest.SerializeToString,
+                response_deserializer=facegrid_dot_v1_dot_controlplane__pb2.ReportCamerasResponse.FromString,
+                _registered_method=True)
         self.GetPlacement = channel.unary_unary(
                 '/facegrid.v1.ControlPlane/GetPlacement',
                 request_serializer=facegrid_dot_v1_dot_controlplane__pb2.GetPlacementRequest.SerializeToString,
@@ -148,6 +153,14 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportCameras(self, request, context):
+        """Video workers report their cameras' state every camera-list reload; the operator shows
+        it in each Camera's status. The local control plane accepts and ignores it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetPlacement(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -207,6 +220,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.DeleteCamera,
                     request_deserializer=facegrid_dot_v1_dot_controlplane__pb2.DeleteCameraRequest.FromString,
                     response_serializer=facegrid_dot_v1_dot_controlplane__pb2.DeleteCameraResponse.SerializeToString,
+            ),
+            'ReportCameras': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportCameras,
+                    request_deserializer=facegrid_dot_v1_dot_controlplane__pb2.ReportCamerasRequest.FromString,
+                    response_serializer=facegrid_dot_v1_dot_controlplane__pb2.ReportCamerasResponse.SerializeToString,
             ),
             'GetPlacement': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPlacement,
@@ -462,6 +480,33 @@ class ControlPlane:
             '/facegrid.v1.ControlPlane/DeleteCamera',
             facegrid_dot_v1_dot_controlplane__pb2.DeleteCameraRequest.SerializeToString,
             facegrid_dot_v1_dot_controlplane__pb2.DeleteCameraResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportCameras(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facegrid.v1.ControlPlane/ReportCameras',
+            facegrid_dot_v1_dot_controlplane__pb2.ReportCamerasRequest.SerializeToString,
+            facegrid_dot_v1_dot_controlplane__pb2.ReportCamerasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class ControlPlaneStub:
     ListCameras: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ListCamerasRequest, _controlplane_pb2.ListCamerasResponse]
     UpdateCamera: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.UpdateCameraRequest, _controlplane_pb2.Camera]
     DeleteCamera: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.DeleteCameraRequest, _controlplane_pb2.DeleteCameraResponse]
+    ReportCameras: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.ReportCamerasRequest, _controlplane_pb2.ReportCamerasResponse]
+    """Video workers report their cameras' state every camera-list reload; the operator shows
+    it in each Camera's status. The local control plane accepts and ignores it.
+    """
     GetPlacement: _grpc.UnaryUnaryMultiCallable[_controlplane_pb2.GetPlacementRequest, _controlplane_pb2.Placement]
     WatchPlacements: _grpc.UnaryStreamMultiCallable[_controlplane_pb2.WatchPlacementsRequest, _controlplane_pb2.PlacementEvent]
 
@@ -60,6 +64,10 @@ class ControlPlaneAsyncStub(ControlPlaneStub):
     ListCameras: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ListCamerasRequest, _controlplane_pb2.ListCamerasResponse]  # type: ignore[assignment]
     UpdateCamera: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.UpdateCameraRequest, _controlplane_pb2.Camera]  # type: ignore[assignment]
     DeleteCamera: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.DeleteCameraRequest, _controlplane_pb2.DeleteCameraResponse]  # type: ignore[assignment]
+    ReportCameras: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.ReportCamerasRequest, _controlplane_pb2.ReportCamerasResponse]  # type: ignore[assignment]
+    """Video workers report their cameras' state every camera-list reload; the operator shows
+    it in each Camera's status. The local control plane accepts and ignores it.
+    """
     GetPlacement: _aio.UnaryUnaryMultiCallable[_controlplane_pb2.GetPlacementRequest, _controlplane_pb2.Placement]  # type: ignore[assignment]
     WatchPlacements: _aio.UnaryStreamMultiCallable[_controlplane_pb2.WatchPlacementsRequest, _controlplane_pb2.PlacementEvent]  # type: ignore[assignment]
 
@@ -126,6 +134,16 @@ class ControlPlaneServicer(metaclass=_abc_1.ABCMeta):
         request: _controlplane_pb2.DeleteCameraRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_controlplane_pb2.DeleteCameraResponse, _abc.Awaitable[_controlplane_pb2.DeleteCameraResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReportCameras(
+        self,
+        request: _controlplane_pb2.ReportCamerasRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_controlplane_pb2.ReportCamerasResponse, _abc.Awaitable[_controlplane_pb2.ReportCamerasResponse]]:
+        """Video workers report their cameras' state every camera-list reload; the operator shows
+        it in each Camera's status. The local control plane accepts and ignores it.
+        """
 
     @_abc_1.abstractmethod
     def GetPlacement(

@@ -1,10 +1,14 @@
-"""ControlPlane over gRPC for the local control plane: wire types to domain calls and back."""
+"""ControlPlane over gRPC: wire types to domain calls and back.
+
+Both control planes serve it: the local one (MongoDB, one machine) and the operator's
+(FaceGallery and Camera resources, Kubernetes). `Plane` is what each provides.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,12 +24,40 @@ from facegrid.operator.core.placement import (
     Refused,
     Unavailable,
 )
-from facegrid.operator.local.plane import LocalControlPlane
-from facegrid.operator.local.store import CameraRecord, GalleryRecord
+from facegrid.operator.core.records import (
+    CameraRecord,
+    CameraState,
+    GalleryRecord,
+    PlacementChange,
+)
 from facegrid.v1 import controlplane_pb2 as pb
 from facegrid.v1 import controlplane_pb2_grpc
 
 T = TypeVar("T")
+
+
+class Plane(Protocol):
+    async def create_gallery(self, name: str) -> GalleryRecord: ...
+    async def get_gallery(self, name: str) -> GalleryRecord: ...
+    async def list_galleries(self) -> list[GalleryRecord]: ...
+    async def delete_gallery(self, name: str) -> None: ...
+    async def placement(self, gallery: str) -> Placement: ...
+    def watch(self) -> AsyncIterator[PlacementChange]: ...
+    async def create_camera(
+        self,
+        url: str,
+        detector: str,
+        meta: str,
+        active: bool,
+        rot: Region | None = None,
+        roi: Region | None = None,
+    ) -> CameraRecord: ...
+    async def update_camera(self, camera_id: str, change: CameraChange) -> CameraRecord: ...
+    async def get_camera(self, camera_id: str) -> CameraRecord: ...
+    async def list_cameras(self, detector: str, worker: str = "") -> list[CameraRecord]: ...
+    async def delete_camera(self, camera_id: str) -> None: ...
+    async def report_cameras(self, worker: str, states: list[CameraState]) -> None: ...
+
 
 _STATUS: StatusTable = [
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
@@ -56,6 +88,7 @@ def placement_to_wire(p: Placement) -> pb.Placement:
         slot_count=len(p.slot_shards),
         shards=[pb.Shard(name=s.name, address=s.address, replicas=s.replicas) for s in p.shards],
         slot_shards=p.slot_shards,
+        target_slot_shards=p.target,
     )
 
 
@@ -93,7 +126,7 @@ def _region(message: pb.CreateCameraRequest | pb.UpdateCameraRequest, name: str)
 
 
 class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
-    def __init__(self, plane: LocalControlPlane) -> None:
+    def __init__(self, plane: Plane) -> None:
         self._plane = plane
 
     async def CreateGallery(self, request: pb.CreateGalleryRequest, context: Context) -> pb.Gallery:
@@ -147,7 +180,7 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
     async def ListCameras(
         self, request: pb.ListCamerasRequest, context: Context
     ) -> pb.ListCamerasResponse:
-        cameras = await _call(context, self._plane.list_cameras(request.detector))
+        cameras = await _call(context, self._plane.list_cameras(request.detector, request.worker))
         return pb.ListCamerasResponse(cameras=[_camera(c) for c in cameras])
 
     async def DeleteCamera(
@@ -155,6 +188,22 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
     ) -> pb.DeleteCameraResponse:
         await _call(context, self._plane.delete_camera(request.id))
         return pb.DeleteCameraResponse()
+
+    async def ReportCameras(
+        self, request: pb.ReportCamerasRequest, context: Context
+    ) -> pb.ReportCamerasResponse:
+        states = [
+            CameraState(
+                id=c.id,
+                streaming=c.streaming,
+                frames_per_second=c.frames_per_second,
+                posts=c.posts,
+                last_post=c.last_post.ToDatetime(dt.UTC) if c.HasField("last_post") else None,
+            )
+            for c in request.cameras
+        ]
+        await _call(context, self._plane.report_cameras(request.worker, states))
+        return pb.ReportCamerasResponse()
 
     async def GetPlacement(self, request: pb.GetPlacementRequest, context: Context) -> pb.Placement:
         return placement_to_wire(await _call(context, self._plane.placement(request.gallery)))

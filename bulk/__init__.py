@@ -1,0 +1,1 @@
+"""Bulk tools that work through the public REST API: `facegrid mass-enroll`."""

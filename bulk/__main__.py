@@ -1,0 +1,3 @@
+from facegrid.bulk.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""What both control planes hand out: galleries, cameras and placement changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from facegrid.operator.core.cameras import Region
+from facegrid.operator.core.placement import Placement
+
+
+@dataclass(frozen=True)
+class GalleryRecord:
+    name: str
+    created_at: dt.datetime
+    placement: Placement
+
+
+@dataclass(frozen=True)
+class CameraRecord:
+    id: str
+    url: str
+    detector: str
+    meta: str
+    active: bool
+    created_at: dt.datetime
+    rot: Region | None = None
+    roi: Region | None = None
+    # The worker pod the operator assigned the camera to; empty on one machine.
+    worker: str = ""
+
+
+@dataclass(frozen=True)
+class PlacementChange:
+    deleted: bool
+    placement: Placement
+
+
+@dataclass(frozen=True)
+class CameraState:
+    """What a video worker reports about one of its cameras."""
+
+    id: str
+    streaming: bool
+    frames_per_second: float
+    posts: int
+    last_post: dt.datetime | None = None

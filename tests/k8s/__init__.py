@@ -1,0 +1,1 @@
+"""The chart, the manifests and the images (tests/k8s/chart.py renders and validates)."""
