@@ -59,6 +59,7 @@ def test_generated_code_matches_the_proto_files() -> None:
                 "ListCameras",
                 "UpdateCamera",
                 "DeleteCamera",
+                "ReportCameras",
                 "GetPlacement",
                 "WatchPlacements",
             },
