@@ -43,10 +43,22 @@ class IndexerSettings(LicensedSettings):
     role: Literal["primary", "follower"] = Field(
         "primary", description="primary takes writes; a follower tails its primary's log"
     )
-    primary: str = Field("", description="a follower's primary, host:port of its gRPC address")
+    primary: str = Field(
+        "",
+        description="a follower's primary, host:port of its gRPC address; `{ordinal}` in it "
+        "is the number ending shard_name (a StatefulSet pod's ordinal)",
+    )
 
     @model_validator(mode="after")
     def _follower_needs_primary(self) -> IndexerSettings:
         if self.role == "follower" and not self.primary:
             raise ValueError("a follower needs `primary` (the primary shard's host:port)")
+        if "{ordinal}" in self.primary:
+            stem, _, ordinal = self.shard_name.rpartition("-")
+            if not stem or not ordinal.isdigit():
+                raise ValueError(
+                    f"`primary` has {{ordinal}} but shard_name {self.shard_name!r} does not end "
+                    "in -N"
+                )
+            object.__setattr__(self, "primary", self.primary.replace("{ordinal}", ordinal))
         return self

@@ -28,6 +28,13 @@ class OperatorSettings(ServiceSettings):
         "facegrid-indexer", description="the headless Service giving the shard pods DNS names"
     )
     indexer_port: int = Field(33001, ge=1, le=65535, description="the shards' gRPC port")
+    indexer_followers: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="follower StatefulSets deployed (<indexer_statefulset>-r1 .. -rN, pod i "
+        "following primary i); a gallery's replicasPerShard uses up to this many",
+    )
     shard_address: str = Field(
         "{pod}.{service}:{port}",
         description="how to reach shard pod i: {pod}, {service}, {namespace} and {port}, "

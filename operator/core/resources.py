@@ -85,18 +85,24 @@ def shard_refs(
     address: str = "{pod}.{service}:{port}",
     namespace: str = "",
     stride: int = 0,
+    followers: int = 0,
 ) -> tuple[ShardRef, ...]:
-    """The first `count` pods of the indexer StatefulSet; by default at their stable DNS names
-    under the headless Service (`address` is a format with pod, service, namespace, port)."""
+    """The first `count` pods of the indexer StatefulSet, with their followers: pod i of the
+    follower StatefulSets `<statefulset>-r1` .. `-r<followers>` (each under its own headless
+    Service of the same name). By default at their stable DNS names; `address` is a format
+    with pod, service, namespace and port (port + i x stride)."""
+
+    def at(pod_set: str, pod_service: str, i: int) -> str:
+        return address.format(
+            pod=f"{pod_set}-{i}", service=pod_service, namespace=namespace, port=port + i * stride
+        )
+
+    ranks = [f"{statefulset}-r{rank}" for rank in range(1, followers + 1)]
     return tuple(
         ShardRef(
             f"{statefulset}-{i}",
-            address.format(
-                pod=f"{statefulset}-{i}",
-                service=service,
-                namespace=namespace,
-                port=port + i * stride,
-            ),
+            at(statefulset, service, i),
+            tuple(at(follower, follower, i) for follower in ranks),
         )
         for i in range(count)
     )

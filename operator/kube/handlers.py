@@ -90,14 +90,17 @@ class Reconciler:
 
     # -- index shards ---------------------------------------------------------------------------
 
-    async def shards_for(self, count: int) -> tuple[ShardRef, ...]:
-        """The first `count` shard pods; the StatefulSet is scaled out first if it has fewer."""
+    async def shards_for(self, count: int, followers: int = 1) -> tuple[ShardRef, ...]:
+        """The first `count` shard pods, each with up to `followers` followers (no more than
+        the deployment runs); their StatefulSets are scaled out first when they are smaller."""
         s = self.settings
+        ranks = min(followers, s.indexer_followers)
         async with self._scale_lock:
-            have = await self.api.statefulset_replicas(s.indexer_statefulset)
-            if have < count:
-                log.info("scaling %s from %d to %d pods", s.indexer_statefulset, have, count)
-                await self.api.scale_statefulset(s.indexer_statefulset, count)
+            for statefulset in [s.indexer_statefulset, *follower_sets(s, ranks)]:
+                have = await self.api.statefulset_replicas(statefulset)
+                if have < count:
+                    log.info("scaling %s from %d to %d pods", statefulset, have, count)
+                    await self.api.scale_statefulset(statefulset, count)
         return shard_refs(
             count,
             s.indexer_statefulset,
@@ -106,6 +109,7 @@ class Reconciler:
             address=s.shard_address,
             namespace=s.namespace,
             stride=s.indexer_port_stride,
+            followers=ranks,
         )
 
     async def default_shards(self) -> int:
@@ -126,7 +130,10 @@ class Reconciler:
         spec = body.get("spec", {})
         status = body.get("status") or {}
         generation = body["metadata"].get("generation")
-        refs = await self.shards_for(shards_wanted(spec, int(status.get("faceCount") or 0)))
+        refs = await self.shards_for(
+            shards_wanted(spec, int(status.get("faceCount") or 0)),
+            int(spec.get("replicasPerShard", 1)),
+        )
         placement = placement_of(body)
         if placement is None:
             await self._status(body, first_placement(body, refs))
@@ -136,6 +143,12 @@ class Reconciler:
         if stage or current != {r.name for r in refs}:
             await self.reshard(body, placement, refs)
             return
+        if {s for s in placement.shards} != set(refs):
+            # Same shards, other followers: readers learn the new copies with a new version.
+            owners = [placement.shards[i].name for i in placement.slot_shards]
+            await self._status(
+                body, {"placement": placement_status(placement.version + 1, owners, refs)}
+            )
         if status.get("observedGeneration") != generation or status.get("phase") != "Ready":
             await self._status(
                 body,
@@ -428,6 +441,11 @@ class Reconciler:
                 await self.plane.create_gallery("default")
             except AlreadyExists as e:  # raced with another replica or a kubectl apply
                 log.info("default gallery: %s", e)
+
+
+def follower_sets(settings: OperatorSettings, ranks: int) -> list[str]:
+    """The follower StatefulSets of ranks 1..ranks: pod i of each follows primary pod i."""
+    return [f"{settings.indexer_statefulset}-r{rank}" for rank in range(1, ranks + 1)]
 
 
 def resharding_summary(resharding: dict[str, Any]) -> str:

@@ -56,8 +56,8 @@ GALLERIES = "facegalleries"
 CAMERAS = "cameras"
 FINALIZER = "facegrid.io/operator"
 
-ShardsFor = Callable[[int], Awaitable[tuple[ShardRef, ...]]]
-"""The first n shard pods (scaling the indexer out first when it has fewer)."""
+ShardsFor = Callable[[int, int], Awaitable[tuple[ShardRef, ...]]]
+"""The first n shard pods with up to m followers each (scaling the indexer out first)."""
 
 
 def first_placement(body: Body, refs: tuple[ShardRef, ...]) -> dict[str, Any]:
@@ -163,7 +163,7 @@ class KubeControlPlane:
                 "spec": {"galleryName": name, "shards": shards},
             },
         )
-        refs = await self._shards_for(shards)
+        refs = await self._shards_for(shards, 1)  # the CRD's default replicasPerShard
         placed = await self._api.patch_status(
             GALLERIES, body["metadata"]["name"], first_placement(body, refs)
         )

@@ -47,6 +47,7 @@ OPERATOR_ENV = {
     "FACEGRID_OPERATOR_INDEXER_STATEFULSET": "fg-indexer",
     "FACEGRID_OPERATOR_INDEXER_SERVICE": "fg-indexer",
     "FACEGRID_OPERATOR_INDEXER_PORT": "33001",
+    "FACEGRID_OPERATOR_INDEXER_FOLLOWERS": "0",
     "FACEGRID_OPERATOR_VIDEO_TEMPLATE": "/etc/facegrid/operator/video-worker.yaml",
 }
 
@@ -338,3 +339,17 @@ def test_the_ci_values_files_are_valid_values() -> None:
     for path in sorted((CHART / "ci").glob("*-values.yaml")):
         values = yaml.safe_load(path.read_text())
         assert isinstance(values, dict) and values, path.name
+
+
+def test_follower_ranks_follow_the_primaries_pod_by_pod() -> None:
+    documents = render("--set", "indexer.followers=2")
+    for rank in (1, 2):
+        follower = find(documents, "StatefulSet", f"fg-indexer-r{rank}")
+        variables = env(follower["spec"]["template"]["spec"]["containers"][0])
+        assert variables["FACEGRID_INDEXER_ROLE"] == "follower"
+        # `{ordinal}` is filled in by the indexer from its pod name: pod i follows shard i.
+        assert variables["FACEGRID_INDEXER_PRIMARY"] == "fg-indexer-{ordinal}.fg-indexer:33001"
+        assert follower["spec"]["serviceName"] == f"fg-indexer-r{rank}"
+        assert find(documents, "Service", f"fg-indexer-r{rank}")["spec"]["clusterIP"] == "None"
+    assert env(container(documents, "operator"))["FACEGRID_OPERATOR_INDEXER_FOLLOWERS"] == "2"
+    assert not [d for d in render() if d["metadata"]["name"].startswith("fg-indexer-r")]

@@ -176,9 +176,11 @@ async def cluster(kmock: ApiServer, tmp_path: Path) -> AsyncIterator[Cluster]:
             "template": {"metadata": {"labels": {"app": "indexer"}}, "spec": {"containers": []}},
         },
     }
-    await asyncio.to_thread(
-        apps.create_namespaced_stateful_set, NAMESPACE, statefulset, _preload_content=False
-    )
+    for name in ("facegrid-indexer", "facegrid-indexer-r1"):  # primaries and one follower rank
+        statefulset["metadata"]["name"] = name  # type: ignore[index]
+        await asyncio.to_thread(
+            apps.create_namespaced_stateful_set, NAMESPACE, statefulset, _preload_content=False
+        )
 
     base = port_block(SHARDS)
     servers = []
@@ -199,6 +201,7 @@ async def cluster(kmock: ApiServer, tmp_path: Path) -> AsyncIterator[Cluster]:
         metrics_listen=None,
         indexer_port=base,
         indexer_port_stride=1,
+        indexer_followers=1,
         shard_address="127.0.0.1:{port}",
         video_template=template,
         settle_seconds=0.2,
@@ -308,7 +311,7 @@ async def test_a_facegallery_is_placed_and_the_indexer_scaled(cluster: Cluster) 
             "apiVersion": "facegrid.io/v1",
             "kind": "FaceGallery",
             "metadata": {"name": "staff"},
-            "spec": {"shards": 3, "replicasPerShard": 0},
+            "spec": {"shards": 3, "replicasPerShard": 2},
         },
     )
     body = await until(
@@ -327,8 +330,24 @@ async def test_a_facegallery_is_placed_and_the_indexer_scaled(cluster: Cluster) 
     ]
     conditions = {c["type"]: c["status"] for c in body["status"]["conditions"]}
     assert conditions == {"Placed": "True", "Ready": "True", "Resharding": "False"}
-    sts = cluster.object("statefulsets", "facegrid-indexer")
-    assert sts is not None and sts["spec"]["replicas"] == 3
+    for name in ("facegrid-indexer", "facegrid-indexer-r1"):
+        sts = cluster.object("statefulsets", name)
+        assert sts is not None and sts["spec"]["replicas"] == 3, name
+    # Two followers asked for, one rank deployed: each shard gets its one follower.
+    assert all(len(s["replicas"]) == 1 for s in shards)
+    version = body["status"]["placement"]["version"]
+    await cluster.patch("facegalleries", "staff", {"spec": {"replicasPerShard": 0}})
+    body = await until(
+        "the followers to leave the placement",
+        lambda: (
+            (b := cluster.object("facegalleries", "staff"))
+            and all(not s["replicas"] for s in b["status"]["placement"]["shards"])
+            and b
+        ),
+    )
+    assert body["status"]["placement"]["version"] == version + 1
+    placement = await cluster.plane.GetPlacement(cp.GetPlacementRequest(gallery="staff"))
+    assert placement.version == version + 1 and not any(s.replicas for s in placement.shards)
 
 
 async def test_growing_shards_moves_slots_online(cluster: Cluster) -> None:

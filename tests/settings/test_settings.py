@@ -146,3 +146,18 @@ def test_a_service_on_a_taken_port_exits_with_the_reason() -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_followers_primary_can_follow_its_pod_ordinal(tmp_path: Path) -> None:
+    """A follower StatefulSet's pod i follows primary pod i: `{ordinal}` in `primary`."""
+    settings = IndexerSettings(
+        data_dir=tmp_path,
+        role="follower",
+        shard_name="fg-indexer-r1-3",
+        primary="fg-indexer-{ordinal}.fg-indexer:33001",
+    )
+    assert settings.primary == "fg-indexer-3.fg-indexer:33001"
+    with pytest.raises(ValueError, match="does not end"):
+        IndexerSettings(
+            data_dir=tmp_path, role="follower", shard_name="replica", primary="p-{ordinal}:1"
+        )
