@@ -106,6 +106,7 @@ def _camera(c: CameraRecord) -> pb.Camera:
         meta=c.meta,
         active=c.active,
         created_at=_timestamp(c.created_at),
+        options=dict(c.options),
     )
     if c.rot is not None:
         camera.rot.CopyFrom(_wire_region(c.rot))

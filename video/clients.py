@@ -85,6 +85,8 @@ class Camera:
     url: str
     rot: Region | None = None
     roi: Region | None = None
+    # This camera's overrides of the worker's options (name, ini-style value), sorted.
+    options: tuple[tuple[str, str], ...] = ()
 
 
 class Api:

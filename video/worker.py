@@ -27,7 +27,7 @@ from facegrid.v1 import controlplane_pb2_grpc
 from facegrid.video.capture import parse_source
 from facegrid.video.clients import Api, Camera, Extractor
 from facegrid.video.core.geometry import Region
-from facegrid.video.core.options import Options
+from facegrid.video.core.options import OptionError, Options, override
 from facegrid.video.metrics import WorkerMetrics
 from facegrid.video.pipeline import CameraPipeline
 
@@ -67,7 +67,9 @@ class Worker:
                     timeout=o.req_timeout,
                 )
             return [
-                Camera(c.id, c.url, _region(c.rot), _region(c.roi))
+                Camera(
+                    c.id, c.url, _region(c.rot), _region(c.roi), tuple(sorted(c.options.items()))
+                )
                 for c in response.cameras
                 if c.active and c.url
             ]
@@ -131,6 +133,11 @@ class Worker:
         options = self.options
         if camera.roi is not None:  # the camera's own region of interest
             options = replace(options, roi=camera.roi)
+        try:
+            options = override(options, dict(camera.options), f"camera {camera.id}")
+        except OptionError as e:
+            log.error("%s; the camera is not started", e)
+            return
         pipeline = CameraPipeline(
             camera,
             source,

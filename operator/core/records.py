@@ -28,6 +28,8 @@ class CameraRecord:
     roi: Region | None = None
     # The worker pod the operator assigned the camera to; empty on one machine.
     worker: str = ""
+    # Overrides of the worker's options (name, ini-style value); none on one machine.
+    options: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,21 @@ def check_pool(detector: str) -> str:
     return detector
 
 
+def worker_options(spec_options: Mapping[str, Any] | None) -> dict[str, str]:
+    """A Camera's `options` (camelCase, typed) as the worker's option names and ini values."""
+    result: dict[str, str] = {}
+    for key, value in (spec_options or {}).items():
+        name = re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, Mapping):
+            text = ",".join(f"{k}={v}" for k, v in value.items())
+        else:
+            text = str(value)
+        result[name] = text
+    return result
+
+
 def camera_record(body: Body) -> CameraRecord:
     spec = body.get("spec", {})
     status = body.get("status") or {}
@@ -256,6 +271,7 @@ def camera_record(body: Body) -> CameraRecord:
         rot=parse_region(spec.get("rot")),
         roi=parse_region(spec.get("roi")),
         worker=str(status.get("workerPod") or ""),
+        options=tuple(sorted(worker_options(spec.get("options")).items())),
     )
 
 

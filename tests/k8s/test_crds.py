@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from facegrid.operator.core import placement
-from facegrid.video.core.options import Options
+from facegrid.operator.core.resources import worker_options
+from facegrid.video.core.options import PER_CAMERA, Options
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 # FaceGrid's own; kopf's peering CRD beside them is checked in test_chart_security.py.
@@ -156,10 +157,13 @@ def test_gallery_names_follow_the_control_planes_rule() -> None:
 
 
 def test_camera_options_are_video_worker_options() -> None:
+    """Exactly the options a worker lets a camera override, each converted as the operator
+    passes it on (camelCase to the option's name)."""
     options = _schema("cameras")["properties"]["spec"]["properties"]["options"]["properties"]
-    for name in options:
-        snake = re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+    names = {name: worker_options({name: 1}).popitem()[0] for name in options}
+    for name, snake in names.items():
         assert snake in Options.__dataclass_fields__, f"{name} is not a video worker option"
+    assert set(names.values()) == PER_CAMERA
 
 
 @pytest.mark.parametrize("plural", ["facegalleries", "cameras"])

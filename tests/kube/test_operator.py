@@ -543,10 +543,42 @@ async def test_cameras_get_worker_pods_and_follow_them(cluster: Cluster) -> None
         lambda: cluster.metric("facegrid_operator_pool_cameras_waiting", pool="entrance") == 1,
     )
 
-    # Deleting every camera removes the pool's Deployment.
+    # A Camera's own options reach its worker, in the worker's option names.
+    await cluster.create(
+        "cameras",
+        {
+            "apiVersion": "facegrid.io/v1",
+            "kind": "Camera",
+            "metadata": {"name": "lobby"},
+            "spec": {
+                "url": "rtsp://lobby/stream",
+                "detector": "lobby",
+                "options": {"minScore": -3.5, "realtime": True, "body": {"floor": "2"}},
+            },
+        },
+    )
+    await until(
+        "the lobby camera to wait for a worker",
+        lambda: (
+            ((cluster.object("cameras", "lobby") or {}).get("status") or {}).get("phase")
+            == "Pending"
+        ),
+    )
+    listed = await cluster.plane.ListCameras(cp.ListCamerasRequest(detector="lobby"))
+    assert dict(listed.cameras[0].options) == {
+        "min_score": "-3.5",
+        "realtime": "true",
+        "body": "floor=2",
+    }
+    created.append(listed.cameras[0])
+
+    # Deleting every camera removes the pools' Deployments.
     for camera in created:
         await cluster.plane.DeleteCamera(cp.DeleteCameraRequest(id=camera.id))
     await until(
-        "the Deployment to go",
-        lambda: cluster.object("deployments", "facegrid-video-entrance") is None,
+        "the Deployments to go",
+        lambda: (
+            cluster.object("deployments", "facegrid-video-entrance") is None
+            and cluster.object("deployments", "facegrid-video-lobby") is None
+        ),
     )

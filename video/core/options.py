@@ -14,7 +14,7 @@ import argparse
 import configparser
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from facegrid.video.core.geometry import Region, parse_region
@@ -216,6 +216,47 @@ def build(values: dict[str, tuple[object, str]]) -> Options:
     options = Options(**kwargs)  # type: ignore[arg-type]
     _check(options, {name: origin for name, (_, origin) in values.items()})
     return options
+
+
+# What a control plane may set per camera (the Camera resource's `options`): how faces are
+# found, tracked and posted; not where the worker connects nor which cameras it takes.
+PER_CAMERA = frozenset(
+    {
+        "realtime",
+        "min_score",
+        "min_dir_score",
+        "rt_score_step",
+        "rt_delay",
+        "rt_refresh",
+        "md_threshold",
+        "scale",
+        "max_persons",
+        "min_face_size",
+        "max_face_size",
+        "bbox_scale",
+        "post_uniq",
+        "uc_max_time_diff",
+        "uc_max_dup",
+        "uc_max_avg_shift",
+        "request_url",
+        "source_params",
+        "body",
+    }
+)
+
+
+def override(options: Options, overrides: Mapping[str, str], origin: str) -> Options:
+    """`options` with one camera's overrides (strings, as in the ini file), converted and
+    checked like the rest; OptionError names the camera and the option."""
+    changes: dict[str, object] = {}
+    for name, raw in sorted(overrides.items()):
+        where = f"{origin} option {name}"
+        if name not in PER_CAMERA:
+            raise OptionError(f"{where}: not an option a camera can override")
+        changes[name] = _convert(where, name, raw, type(getattr(Options(), name)))
+    result = replace(options, **changes)  # type: ignore[arg-type]
+    _check(result, {name: f"{origin} option {name}" for name in changes})
+    return result
 
 
 def _split_list(values: object) -> tuple[tuple[str, str], ...]:
