@@ -22,7 +22,7 @@ from facegrid.indexer.core import (
     Shard,
 )
 from facegrid.indexer.core.errors import NotPrimary, SnapshotNeeded
-from facegrid.indexer.core.gallery import SearchResult
+from facegrid.indexer.core.gallery import HnswParams, SearchResult
 from facegrid.indexer.core.wal import WalRecord
 from facegrid.indexer.replica import FOLLOWER, PRIMARY, ReplicationState
 from facegrid.indexer.wire import arrays_to_entries, entries_to_arrays, record_to_wire
@@ -101,6 +101,13 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
         deleted, lsn = await self._write(context, lambda: self._shard.drop_gallery(request.gallery))
         return pb.DropGalleryResponse(deleted=deleted, lsn=lsn)
 
+    async def ConfigureGallery(
+        self, request: pb.ConfigureGalleryRequest, context: Context
+    ) -> pb.ConfigureGalleryResponse:
+        params = HnswParams(request.m, request.ef_construction, request.ef_search)
+        lsn = await self._write(context, lambda: self._shard.configure(request.gallery, params))
+        return pb.ConfigureGalleryResponse(lsn=lsn)
+
     async def Get(self, request: pb.GetRequest, context: Context) -> pb.GetResponse:
         ids = np.array(request.ids, dtype=np.uint64)
         found, vectors = await self._call(context, lambda: self._shard.get(request.gallery, ids))
@@ -149,6 +156,9 @@ class IndexShardServicer(index_pb2_grpc.IndexShardServicer):
                     indexed=g.indexed,
                     unindexed=g.unindexed,
                     deleted=g.deleted,
+                    m=g.params.m,
+                    ef_construction=g.params.ef_construction,
+                    ef_search=g.params.ef_search,
                 )
                 for g in stats.galleries
             ],

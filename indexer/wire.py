@@ -38,6 +38,12 @@ def record_to_wire(record: WalRecord) -> pb.WalRecord:
     if record.op is Op.DELETE:
         delete = pb.DeleteRequest(gallery=record.gallery, ids=record.ids.tolist())
         return pb.WalRecord(lsn=record.lsn, delete=delete)
+    if record.op is Op.CONFIGURE:
+        m, ef_construction, ef_search = record.hnsw
+        configure = pb.ConfigureGalleryRequest(
+            gallery=record.gallery, m=m, ef_construction=ef_construction, ef_search=ef_search
+        )
+        return pb.WalRecord(lsn=record.lsn, configure_gallery=configure)
     return pb.WalRecord(lsn=record.lsn, drop_gallery=pb.DropGalleryRequest(gallery=record.gallery))
 
 
@@ -51,4 +57,9 @@ def record_from_wire(message: pb.WalRecord) -> WalRecord:
         return WalRecord(Op.DELETE, message.delete.gallery, ids, lsn=message.lsn)
     if kind == "drop_gallery":
         return WalRecord(Op.DROP, message.drop_gallery.gallery, lsn=message.lsn)
+    if kind == "configure_gallery":
+        c = message.configure_gallery
+        return WalRecord(
+            Op.CONFIGURE, c.gallery, lsn=message.lsn, hnsw=(c.m, c.ef_construction, c.ef_search)
+        )
     raise InvalidRequest(f"record {message.lsn} has no operation")

@@ -195,6 +195,18 @@ class SlotMover:
             ),
         )
 
+    async def configure(self, shard: ShardRef, gallery: str, m: int, efc: int, efs: int) -> None:
+        """The gallery's own HNSW parameters on the shard (a no-op when it has them)."""
+        await self._guard(
+            shard,
+            self._stub(shard).ConfigureGallery(
+                pb.ConfigureGalleryRequest(
+                    gallery=gallery, m=m, ef_construction=efc, ef_search=efs
+                ),
+                timeout=CALL_TIMEOUT,
+            ),
+        )
+
     async def count(self, shard: ShardRef, gallery: str) -> int:
         """Faces of the gallery on the shard (0 if it has none)."""
         stats = await self._guard(shard, self._stub(shard).Stats(pb.StatsRequest(), timeout=10.0))

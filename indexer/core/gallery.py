@@ -179,6 +179,17 @@ class GalleryIndex:
         # While a compaction runs: ids deleted from the graph since it started.
         self._compaction_deletes: list[int] | None = None
 
+    @property
+    def params(self) -> HnswParams:
+        return self._params
+
+    def configure(self, params: HnswParams) -> None:
+        """New HNSW parameters: ef_search at once; M and ef_construction for graphs built from
+        now on (the next compaction rebuilds the graph with them)."""
+        self._params = params
+        if self._graph is not None:
+            self._graph.set_ef(params.ef_search)
+
     # -- size and membership --------------------------------------------------------------------
 
     def __len__(self) -> int:

@@ -20,7 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,7 @@ class GalleryStats:
     indexed: int = 0
     unindexed: int = 0
     deleted: int = 0
+    params: HnswParams = field(default_factory=HnswParams)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class Shard:
         self._dir = data_dir
         self._params = params or HnswParams()
         self._galleries: dict[str, GalleryIndex] = {}
+        # Galleries given their own HNSW parameters (by the control plane); others use _params.
+        self._configured: dict[str, HnswParams] = {}
         self._lock = ReadWriteLock()
         # Snapshot folders being streamed to followers, with how many streams read each.
         self._pinned: dict[Path, int] = {}
@@ -218,7 +221,7 @@ class Shard:
             index = self._galleries.get(record.gallery)
             if index is None:
                 index = self._galleries[record.gallery] = GalleryIndex(
-                    record.vectors.shape[1], self._params
+                    record.vectors.shape[1], self.params_of(record.gallery)
                 )
             index.add(record.ids, record.vectors)
         elif record.op is Op.DELETE:
@@ -226,6 +229,48 @@ class Shard:
                 self._galleries[record.gallery].delete(record.ids)
         elif record.op is Op.DROP:
             self._galleries.pop(record.gallery, None)
+            self._configured.pop(record.gallery, None)
+        elif record.op is Op.CONFIGURE:
+            m, ef_construction, ef_search = record.hnsw
+            params = replace(
+                self._params, m=m, ef_construction=ef_construction, ef_search=ef_search
+            )
+            self._configured[record.gallery] = params
+            if record.gallery in self._galleries:
+                self._galleries[record.gallery].configure(params)
+
+    def params_of(self, gallery: str) -> HnswParams:
+        return self._configured.get(gallery, self._params)
+
+    def configure(self, gallery: str, params: HnswParams) -> int:
+        """Give a gallery its own HNSW parameters (logged, so they survive restarts and reach
+        followers); returns the lsn, unchanged when the gallery already has them."""
+        _check_gallery(gallery)
+        if not (2 <= params.m <= 128 and params.ef_construction >= 8 and params.ef_search >= 1):
+            raise InvalidRequest(
+                f"HNSW parameters out of range: m 2..128, ef_construction >= 8, ef_search >= 1; "
+                f"got {params}"
+            )
+        params = replace(
+            self._params,
+            m=params.m,
+            ef_construction=params.ef_construction,
+            ef_search=params.ef_search,
+        )
+        with self._lock.write():
+            if self.params_of(gallery) == params and gallery in self._configured:
+                return self.lsn
+            record = self._wal.write(
+                WalRecord(
+                    Op.CONFIGURE,
+                    gallery,
+                    hnsw=(params.m, params.ef_construction, params.ef_search),
+                )
+            )
+            self._apply(record)
+        self._wal.sync(record.lsn)
+        self._notify(record.lsn)
+        return record.lsn
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -287,7 +332,13 @@ class Shard:
         with self._lock.read():
             galleries = [
                 GalleryStats(
-                    name, len(index), index.dim, index.indexed, index.unindexed, index.deleted
+                    name,
+                    len(index),
+                    index.dim,
+                    index.indexed,
+                    index.unindexed,
+                    index.deleted,
+                    index.params,
                 )
                 for name, index in sorted(self._galleries.items())
             ]
@@ -378,8 +429,14 @@ class Shard:
                         "sha256": {p.name: sha256_of(p) for p in files},
                     }
                 )
+            configured = {
+                name: [p.m, p.ef_construction, p.ef_search]
+                for name, p in sorted(self._configured.items())
+            }
             manifest = staging / SNAPSHOT_MANIFEST
-            manifest.write_text(json.dumps({"lsn": lsn, "galleries": galleries}, indent=1))
+            manifest.write_text(
+                json.dumps({"lsn": lsn, "galleries": galleries, "configured": configured}, indent=1)
+            )
             for path in staging.iterdir():
                 fsync_path(path)
             final = self._dir / f"{SNAPSHOT_PREFIX}{lsn:020d}"
@@ -413,7 +470,7 @@ class Shard:
         The snapshot is checked and loaded before anything changes; then it becomes this
         shard's snapshot and the log restarts after it. Returns its lsn.
         """
-        lsn, galleries = self._read_snapshot(folder)
+        lsn, galleries, configured = self._read_snapshot(folder)
         with self._lock.write():
             final = self._dir / f"{SNAPSHOT_PREFIX}{lsn:020d}"
             if final != folder:
@@ -421,6 +478,7 @@ class Shard:
                 folder.rename(final)
                 fsync_path(self._dir)
             self._galleries = galleries
+            self._configured = configured
             self._wal.restart_after(lsn)
             self.snapshot_lsn = lsn
             self._remove_old_snapshots(final)
@@ -443,21 +501,30 @@ class Shard:
         snapshots = sorted(self._dir.glob(f"{SNAPSHOT_PREFIX}*"))
         if not snapshots:
             return 0
-        lsn, self._galleries = self._read_snapshot(snapshots[-1])
+        lsn, self._galleries, self._configured = self._read_snapshot(snapshots[-1])
         return lsn
 
-    def _read_snapshot(self, folder: Path) -> tuple[int, dict[str, GalleryIndex]]:
+    def _read_snapshot(
+        self, folder: Path
+    ) -> tuple[int, dict[str, GalleryIndex], dict[str, HnswParams]]:
         galleries = {}
         try:
             manifest = json.loads((folder / SNAPSHOT_MANIFEST).read_text())
+            configured = {
+                name: replace(self._params, m=int(m), ef_construction=int(efc), ef_search=int(efs))
+                for name, (m, efc, efs) in manifest.get("configured", {}).items()
+            }
             for entry in manifest["galleries"]:
                 for file, digest in entry["sha256"].items():
                     if sha256_of(folder / file) != digest:
                         raise SnapshotDamaged(f"{folder / file} does not match its checksum")
                 galleries[entry["name"]] = GalleryIndex.load(
-                    int(entry["dim"]), self._params, folder, entry["stem"]
+                    int(entry["dim"]),
+                    configured.get(entry["name"], self._params),
+                    folder,
+                    entry["stem"],
                 )
-            return int(manifest["lsn"]), galleries
+            return int(manifest["lsn"]), galleries, configured
         except SnapshotDamaged:
             raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:

@@ -10,10 +10,12 @@ u8 op, u64 lsn, u16 gallery name length, the name in UTF-8, then per op
   ADD:    u8 upsert, u32 count, u32 dim, count x u64 ids, count*dim x f32 vectors
   DELETE: u32 count, count x u64 ids
   DROP:   nothing more
+  CONFIGURE: u32 m, u32 ef_construction, u32 ef_search (the gallery's HNSW parameters)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import struct
@@ -37,6 +39,7 @@ _FRAME = struct.Struct("<II")
 _HEAD = struct.Struct("<BQH")
 _ADD = struct.Struct("<BII")
 _COUNT = struct.Struct("<I")
+_HNSW = struct.Struct("<III")
 
 Ids = npt.NDArray[np.uint64]
 Vectors = npt.NDArray[np.float32]
@@ -46,6 +49,7 @@ class Op(enum.IntEnum):
     ADD = 1
     DELETE = 2
     DROP = 3
+    CONFIGURE = 4
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class WalRecord:
     vectors: Vectors | None = None
     upsert: bool = False
     lsn: int = 0
+    # CONFIGURE: (m, ef_construction, ef_search).
+    hnsw: tuple[int, int, int] = (0, 0, 0)
 
     def encode(self) -> bytes:
         name = self.gallery.encode()
@@ -69,6 +75,8 @@ class WalRecord:
         elif self.op is Op.DELETE:
             parts.append(_COUNT.pack(len(self.ids)))
             parts.append(self.ids.astype("<u8").tobytes())
+        elif self.op is Op.CONFIGURE:
+            parts.append(_HNSW.pack(*self.hnsw))
         payload = b"".join(parts)
         return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
@@ -91,6 +99,9 @@ class WalRecord:
             return cls(Op.DELETE, gallery, ids, lsn=lsn)
         if op == Op.DROP:
             return cls(Op.DROP, gallery, lsn=lsn)
+        if op == Op.CONFIGURE:
+            m, ef_construction, ef_search = _HNSW.unpack_from(payload, pos)
+            return cls(Op.CONFIGURE, gallery, lsn=lsn, hnsw=(m, ef_construction, ef_search))
         raise ValueError(f"unknown WAL op {op}")
 
 
@@ -175,14 +186,7 @@ class WriteAheadLog:
         """
         if keep_lsn and record.lsn != self.last_lsn + 1:
             raise ValueError(f"record {record.lsn} does not follow {self.last_lsn}")
-        numbered = WalRecord(
-            record.op,
-            record.gallery,
-            record.ids,
-            record.vectors,
-            record.upsert,
-            self.last_lsn + 1,
-        )
+        numbered = dataclasses.replace(record, lsn=self.last_lsn + 1)
         self._file.write(numbered.encode())
         self._file.flush()
         self.last_lsn = numbered.lsn

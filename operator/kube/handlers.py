@@ -41,6 +41,7 @@ from facegrid.operator.core.resources import (
     condition,
     deployment_name,
     detectors_max,
+    gallery_name,
     live_workers,
     merge_conditions,
     placement_of,
@@ -136,8 +137,10 @@ class Reconciler:
         )
         placement = placement_of(body)
         if placement is None:
-            await self._status(body, first_placement(body, refs))
+            body = await self._status(body, first_placement(body, refs))
+            await self.configure_shards(body, refs)
             return
+        await self.configure_shards(body, (*placement.shards, *refs))
         stage = (status.get("resharding") or {}).get("stage")
         current = {placement.shards[i].name for i in placement.slot_shards}
         if stage or current != {r.name for r in refs}:
@@ -161,6 +164,18 @@ class Reconciler:
                     ),
                 },
             )
+
+    async def configure_shards(self, body: Body, shards: tuple[ShardRef, ...]) -> None:
+        """spec.hnsw on every shard the gallery uses (or is moving to); none given: the
+        shards' own settings apply."""
+        hnsw = (body.get("spec") or {}).get("hnsw")
+        if not hnsw:
+            return
+        m = int(hnsw.get("m", 16))
+        efc = int(hnsw.get("efConstruction", 100))
+        efs = int(hnsw.get("efSearch", 128))
+        for shard in {s.name: s for s in shards}.values():
+            await self.mover.configure(shard, gallery_name(body), m, efc, efs)
 
     async def reshard(self, body: Body, placement: Placement, refs: tuple[ShardRef, ...]) -> None:
         """Run (or resume) the stages: DualWrite, Copy, Verify, CutOver, Cleanup."""

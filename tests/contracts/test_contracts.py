@@ -36,6 +36,7 @@ def test_generated_code_matches_the_proto_files() -> None:
                 "Add",
                 "Delete",
                 "DropGallery",
+                "ConfigureGallery",
                 "Get",
                 "Search",
                 "List",

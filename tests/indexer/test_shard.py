@@ -14,6 +14,9 @@ from facegrid.indexer.core import (
     InvalidRequest,
     Shard,
 )
+from facegrid.indexer.core.gallery import HnswParams
+from facegrid.indexer.core.wal import Op, WalRecord
+from facegrid.indexer.wire import record_from_wire, record_to_wire
 
 
 def _ids(*values: int) -> np.ndarray:
@@ -137,3 +140,40 @@ def test_index_grows_past_initial_capacity(shard: Shard, rng: np.random.Generato
         )
     assert shard.stats().galleries[0].count == 3000
     assert shard.search("g", vectors[2500], 1).hits[0][0] == 2500
+
+
+def test_a_gallery_keeps_its_own_hnsw_parameters_across_restarts(tmp_path: Path) -> None:
+    """ConfigureGallery: logged, so the log replay and snapshots both keep them; a gallery
+    configured before its first vector gets them too; dropping the gallery forgets them."""
+    own = HnswParams(m=24, ef_construction=200, ef_search=96)
+    first = Shard("s", tmp_path, HnswParams(m=16, ef_construction=100, ef_search=128))
+    lsn = first.configure("g", own)
+    assert first.configure("g", own) == lsn  # unchanged: nothing logged
+    first.add("g", _ids(1, 2), np.eye(2, 8, dtype=np.float32))
+    first.add("plain", _ids(3), np.ones((1, 8), np.float32))
+    first.configure("later", HnswParams(m=8, ef_construction=50, ef_search=20))
+    params = {g.name: g.params for g in first.stats().galleries}
+    assert params == {"g": own, "plain": HnswParams(16, 100, 128)}
+    first.close()
+
+    replayed = Shard("s", tmp_path, HnswParams())
+    assert {g.name: g.params for g in replayed.stats().galleries}["g"] == own
+    replayed.snapshot(force=True)
+    replayed.close()
+
+    from_snapshot = Shard("s", tmp_path, HnswParams())
+    assert {g.name: g.params for g in from_snapshot.stats().galleries}["g"] == own
+    from_snapshot.add("later", _ids(4), np.ones((1, 8), np.float32))
+    assert {g.name: g.params for g in from_snapshot.stats().galleries}["later"].m == 8
+    from_snapshot.drop_gallery("g")
+    from_snapshot.add("g", _ids(1), np.ones((1, 8), np.float32))
+    assert {g.name: g.params for g in from_snapshot.stats().galleries}["g"] == HnswParams()
+    with pytest.raises(InvalidRequest, match="out of range"):
+        from_snapshot.configure("g", HnswParams(m=1, ef_construction=100, ef_search=10))
+    from_snapshot.close()
+
+
+def test_configure_records_travel_to_followers_intact() -> None:
+    record = WalRecord(Op.CONFIGURE, "g", lsn=9, hnsw=(24, 200, 96))
+    for copy in (WalRecord.decode(record.encode()[8:]), record_from_wire(record_to_wire(record))):
+        assert (copy.op, copy.gallery, copy.lsn, copy.hnsw) == (Op.CONFIGURE, "g", 9, (24, 200, 96))

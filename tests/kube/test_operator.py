@@ -311,7 +311,11 @@ async def test_a_facegallery_is_placed_and_the_indexer_scaled(cluster: Cluster) 
             "apiVersion": "facegrid.io/v1",
             "kind": "FaceGallery",
             "metadata": {"name": "staff"},
-            "spec": {"shards": 3, "replicasPerShard": 2},
+            "spec": {
+                "shards": 3,
+                "replicasPerShard": 2,
+                "hnsw": {"m": 24, "efConstruction": 200, "efSearch": 64},
+            },
         },
     )
     body = await until(
@@ -335,8 +339,25 @@ async def test_a_facegallery_is_placed_and_the_indexer_scaled(cluster: Cluster) 
         assert sts is not None and sts["spec"]["replicas"] == 3, name
     # Two followers asked for, one rank deployed: each shard gets its one follower.
     assert all(len(s["replicas"]) == 1 for s in shards)
+    # Its HNSW parameters are on every one of its shards.
+    for i, shard in enumerate(cluster.shards):
+        await shard.Add(index_pb2.AddRequest(gallery="staff", entries=vectors([10 + i])))
+
+    async def params() -> set[tuple[int, int, int]]:
+        found = set()
+        for shard in cluster.shards:
+            stats = await shard.Stats(index_pb2.StatsRequest())
+            found |= {
+                (g.m, g.ef_construction, g.ef_search) for g in stats.galleries if g.name == "staff"
+            }
+        return found
+
+    assert await params() == {(24, 200, 64)}
+
     version = body["status"]["placement"]["version"]
-    await cluster.patch("facegalleries", "staff", {"spec": {"replicasPerShard": 0}})
+    await cluster.patch(
+        "facegalleries", "staff", {"spec": {"replicasPerShard": 0, "hnsw": {"efSearch": 32}}}
+    )
     body = await until(
         "the followers to leave the placement",
         lambda: (
@@ -348,6 +369,7 @@ async def test_a_facegallery_is_placed_and_the_indexer_scaled(cluster: Cluster) 
     assert body["status"]["placement"]["version"] == version + 1
     placement = await cluster.plane.GetPlacement(cp.GetPlacementRequest(gallery="staff"))
     assert placement.version == version + 1 and not any(s.replicas for s in placement.shards)
+    assert await params() == {(24, 200, 32)}  # a merge patch keeps the other two
 
 
 async def test_growing_shards_moves_slots_online(cluster: Cluster) -> None:

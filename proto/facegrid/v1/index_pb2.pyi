@@ -184,6 +184,57 @@ class DropGalleryResponse(_message.Message):
 Global___DropGalleryResponse: _TypeAlias = DropGalleryResponse  # noqa: Y015
 
 @_typing.final
+class ConfigureGalleryRequest(_message.Message):
+    """A gallery's own HNSW parameters on this shard (the FaceGallery's spec.hnsw): ef_search
+    applies at once, m and ef_construction to graphs built from then on. Logged like a write.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GALLERY_FIELD_NUMBER: _builtins.int
+    M_FIELD_NUMBER: _builtins.int
+    EF_CONSTRUCTION_FIELD_NUMBER: _builtins.int
+    EF_SEARCH_FIELD_NUMBER: _builtins.int
+    gallery: _builtins.str
+    m: _builtins.int
+    ef_construction: _builtins.int
+    ef_search: _builtins.int
+    def __init__(
+        self,
+        *,
+        gallery: _builtins.str = ...,
+        m: _builtins.int = ...,
+        ef_construction: _builtins.int = ...,
+        ef_search: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ef_construction", b"ef_construction", "ef_search", b"ef_search", "gallery", b"gallery", "m", b"m"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureGalleryRequest: _TypeAlias = ConfigureGalleryRequest  # noqa: Y015
+
+@_typing.final
+class ConfigureGalleryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LSN_FIELD_NUMBER: _builtins.int
+    lsn: _builtins.int
+    def __init__(
+        self,
+        *,
+        lsn: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lsn", b"lsn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureGalleryResponse: _TypeAlias = ConfigureGalleryResponse  # noqa: Y015
+
+@_typing.final
 class GetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -387,6 +438,9 @@ class GalleryStats(_message.Message):
     INDEXED_FIELD_NUMBER: _builtins.int
     UNINDEXED_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
+    M_FIELD_NUMBER: _builtins.int
+    EF_CONSTRUCTION_FIELD_NUMBER: _builtins.int
+    EF_SEARCH_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     count: _builtins.int
     """Live vectors: indexed + unindexed."""
@@ -397,6 +451,10 @@ class GalleryStats(_message.Message):
     """Live vectors not yet moved into the graph by the builder (searched exactly meanwhile)."""
     deleted: _builtins.int
     """Places in the graph marked deleted, not yet reused or compacted away."""
+    m: _builtins.int
+    """The gallery's HNSW parameters on this shard."""
+    ef_construction: _builtins.int
+    ef_search: _builtins.int
     def __init__(
         self,
         *,
@@ -406,10 +464,13 @@ class GalleryStats(_message.Message):
         indexed: _builtins.int = ...,
         unindexed: _builtins.int = ...,
         deleted: _builtins.int = ...,
+        m: _builtins.int = ...,
+        ef_construction: _builtins.int = ...,
+        ef_search: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "deleted", b"deleted", "dim", b"dim", "indexed", b"indexed", "name", b"name", "unindexed", b"unindexed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "deleted", b"deleted", "dim", b"dim", "ef_construction", b"ef_construction", "ef_search", b"ef_search", "indexed", b"indexed", "m", b"m", "name", b"name", "unindexed", b"unindexed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -603,6 +664,7 @@ class WalRecord(_message.Message):
     ADD_FIELD_NUMBER: _builtins.int
     DELETE_FIELD_NUMBER: _builtins.int
     DROP_GALLERY_FIELD_NUMBER: _builtins.int
+    CONFIGURE_GALLERY_FIELD_NUMBER: _builtins.int
     lsn: _builtins.int
     @_builtins.property
     def add(self) -> Global___AddRequest: ...
@@ -610,6 +672,8 @@ class WalRecord(_message.Message):
     def delete(self) -> Global___DeleteRequest: ...
     @_builtins.property
     def drop_gallery(self) -> Global___DropGalleryRequest: ...
+    @_builtins.property
+    def configure_gallery(self) -> Global___ConfigureGalleryRequest: ...
     def __init__(
         self,
         *,
@@ -617,12 +681,13 @@ class WalRecord(_message.Message):
         add: Global___AddRequest | None = ...,
         delete: Global___DeleteRequest | None = ...,
         drop_gallery: Global___DropGalleryRequest | None = ...,
+        configure_gallery: Global___ConfigureGalleryRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "delete", b"delete", "drop_gallery", b"drop_gallery", "op", b"op"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "configure_gallery", b"configure_gallery", "delete", b"delete", "drop_gallery", b"drop_gallery", "op", b"op"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "delete", b"delete", "drop_gallery", b"drop_gallery", "lsn", b"lsn", "op", b"op"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["add", b"add", "configure_gallery", b"configure_gallery", "delete", b"delete", "drop_gallery", b"drop_gallery", "lsn", b"lsn", "op", b"op"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["add", "delete", "drop_gallery"]  # noqa: Y015
+    _WhichOneofReturnType_op: _TypeAlias = _typing.Literal["add", "delete", "drop_gallery", "configure_gallery"]  # noqa: Y015
     _WhichOneofArgType_op: _TypeAlias = _typing.Literal["op", b"op"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_op) -> _WhichOneofReturnType_op | None: ...
 

@@ -49,6 +49,11 @@ class IndexShardStub:
                 request_serializer=facegrid_dot_v1_dot_index__pb2.DropGalleryRequest.SerializeToString,
                 response_deserializer=facegrid_dot_v1_dot_index__pb2.DropGalleryResponse.FromString,
                 _registered_method=True)
+        self.ConfigureGallery = channel.unary_unary(
+                '/facegrid.v1.IndexShard/ConfigureGallery',
+                request_serializer=facegrid_dot_v1_dot_index__pb2.ConfigureGalleryRequest.SerializeToString,
+                response_deserializer=facegrid_dot_v1_dot_index__pb2.ConfigureGalleryResponse.FromString,
+                _registered_method=True)
         self.Get = channel.unary_unary(
                 '/facegrid.v1.IndexShard/Get',
                 request_serializer=facegrid_dot_v1_dot_index__pb2.GetRequest.SerializeToString,
@@ -107,6 +112,12 @@ class IndexShardServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DropGallery(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfigureGallery(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +192,11 @@ def add_IndexShardServicer_to_server(servicer, server):
                     servicer.DropGallery,
                     request_deserializer=facegrid_dot_v1_dot_index__pb2.DropGalleryRequest.FromString,
                     response_serializer=facegrid_dot_v1_dot_index__pb2.DropGalleryResponse.SerializeToString,
+            ),
+            'ConfigureGallery': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfigureGallery,
+                    request_deserializer=facegrid_dot_v1_dot_index__pb2.ConfigureGalleryRequest.FromString,
+                    response_serializer=facegrid_dot_v1_dot_index__pb2.ConfigureGalleryResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
@@ -304,6 +320,33 @@ class IndexShard:
             '/facegrid.v1.IndexShard/DropGallery',
             facegrid_dot_v1_dot_index__pb2.DropGalleryRequest.SerializeToString,
             facegrid_dot_v1_dot_index__pb2.DropGalleryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfigureGallery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facegrid.v1.IndexShard/ConfigureGallery',
+            facegrid_dot_v1_dot_index__pb2.ConfigureGalleryRequest.SerializeToString,
+            facegrid_dot_v1_dot_index__pb2.ConfigureGalleryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,7 @@ class IndexShardStub:
     Add: _grpc.UnaryUnaryMultiCallable[_index_pb2.AddRequest, _index_pb2.AddResponse]
     Delete: _grpc.UnaryUnaryMultiCallable[_index_pb2.DeleteRequest, _index_pb2.DeleteResponse]
     DropGallery: _grpc.UnaryUnaryMultiCallable[_index_pb2.DropGalleryRequest, _index_pb2.DropGalleryResponse]
+    ConfigureGallery: _grpc.UnaryUnaryMultiCallable[_index_pb2.ConfigureGalleryRequest, _index_pb2.ConfigureGalleryResponse]
     Get: _grpc.UnaryUnaryMultiCallable[_index_pb2.GetRequest, _index_pb2.GetResponse]
     Search: _grpc.UnaryUnaryMultiCallable[_index_pb2.SearchRequest, _index_pb2.SearchResponse]
     List: _grpc.UnaryUnaryMultiCallable[_index_pb2.ListRequest, _index_pb2.ListResponse]
@@ -59,6 +60,7 @@ class IndexShardAsyncStub(IndexShardStub):
     Add: _aio.UnaryUnaryMultiCallable[_index_pb2.AddRequest, _index_pb2.AddResponse]  # type: ignore[assignment]
     Delete: _aio.UnaryUnaryMultiCallable[_index_pb2.DeleteRequest, _index_pb2.DeleteResponse]  # type: ignore[assignment]
     DropGallery: _aio.UnaryUnaryMultiCallable[_index_pb2.DropGalleryRequest, _index_pb2.DropGalleryResponse]  # type: ignore[assignment]
+    ConfigureGallery: _aio.UnaryUnaryMultiCallable[_index_pb2.ConfigureGalleryRequest, _index_pb2.ConfigureGalleryResponse]  # type: ignore[assignment]
     Get: _aio.UnaryUnaryMultiCallable[_index_pb2.GetRequest, _index_pb2.GetResponse]  # type: ignore[assignment]
     Search: _aio.UnaryUnaryMultiCallable[_index_pb2.SearchRequest, _index_pb2.SearchResponse]  # type: ignore[assignment]
     List: _aio.UnaryUnaryMultiCallable[_index_pb2.ListRequest, _index_pb2.ListResponse]  # type: ignore[assignment]
@@ -94,6 +96,13 @@ class IndexShardServicer(metaclass=_abc_1.ABCMeta):
         request: _index_pb2.DropGalleryRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_index_pb2.DropGalleryResponse, _abc.Awaitable[_index_pb2.DropGalleryResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ConfigureGallery(
+        self,
+        request: _index_pb2.ConfigureGalleryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_index_pb2.ConfigureGalleryResponse, _abc.Awaitable[_index_pb2.ConfigureGalleryResponse]]: ...
 
     @_abc_1.abstractmethod
     def Get(
