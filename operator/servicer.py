@@ -26,6 +26,7 @@ from facegrid.operator.core.placement import (
 )
 from facegrid.operator.core.records import (
     CameraRecord,
+    CameraRefusal,
     CameraState,
     GalleryRecord,
     PlacementChange,
@@ -56,7 +57,9 @@ class Plane(Protocol):
     async def get_camera(self, camera_id: str) -> CameraRecord: ...
     async def list_cameras(self, detector: str, worker: str = "") -> list[CameraRecord]: ...
     async def delete_camera(self, camera_id: str) -> None: ...
-    async def report_cameras(self, worker: str, states: list[CameraState]) -> None: ...
+    async def report_cameras(
+        self, worker: str, states: list[CameraState], refused: list[CameraRefusal]
+    ) -> None: ...
 
 
 _STATUS: StatusTable = [
@@ -203,7 +206,8 @@ class ControlPlaneServicer(controlplane_pb2_grpc.ControlPlaneServicer):
             )
             for c in request.cameras
         ]
-        await _call(context, self._plane.report_cameras(request.worker, states))
+        refused = [CameraRefusal(r.id, r.licence, r.reason) for r in request.refused]
+        await _call(context, self._plane.report_cameras(request.worker, states, refused))
         return pb.ReportCamerasResponse()
 
     async def GetPlacement(self, request: pb.GetPlacementRequest, context: Context) -> pb.Placement:

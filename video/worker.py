@@ -91,7 +91,7 @@ class Worker:
         for camera_id, pipeline in list(self.pipelines.items()):
             if not pipeline.running:  # a file that ended
                 await self._stop(camera_id)
-        refused = 0
+        refused: list[cp.CameraRefusal] = []
         for camera in wanted.values():
             if camera.id in self.pipelines:
                 continue
@@ -99,37 +99,45 @@ class Worker:
             if done is not None and done.camera == camera and not parse_source(camera.url).live:
                 continue  # this file has been processed
             if len(self.pipelines) >= self.options.detectors_max:
-                refused += 1
+                limit = f"detectors-max ({self.options.detectors_max}) cameras run already"
+                refused.append(cp.CameraRefusal(id=camera.id, reason=limit))
                 continue
-            if not await self._lease(camera.id):
-                refused += 1
+            denied = await self._lease(camera.id)
+            if denied is not None:
+                refused.append(cp.CameraRefusal(id=camera.id, licence=True, reason=denied))
                 continue
-            self._start(camera)
+            problem = self._start(camera)
+            if problem is not None:
+                await self._release(camera.id)
+                refused.append(cp.CameraRefusal(id=camera.id, reason=problem))
         if refused:
-            log.warning("%d cameras not processed (detectors-max or the licence)", refused)
-        self.metrics.refused.set(refused)
+            log.warning("%d cameras not processed (detectors-max or the licence)", len(refused))
+        self.metrics.refused.set(len(refused))
         self.metrics.cameras.set(len(self.pipelines))
         if self.options.controlplane:
-            await self.report()
+            await self.report(refused)
 
-    async def report(self) -> None:
+    async def report(self, refused: list[cp.CameraRefusal]) -> None:
         """Tell the control plane how each camera is doing (shown in its Camera status)."""
         reports = camera_reports(self.pipelines, self._seen, time.monotonic())
         try:
             async with grpc.aio.insecure_channel(self.options.controlplane) as channel:
                 await controlplane_pb2_grpc.ControlPlaneStub(channel).ReportCameras(
-                    cp.ReportCamerasRequest(worker=self.options.worker_name, cameras=reports),
+                    cp.ReportCamerasRequest(
+                        worker=self.options.worker_name, cameras=reports, refused=refused
+                    ),
                     timeout=self.options.req_timeout,
                 )
         except grpc.aio.AioRpcError as e:
             log.warning("cannot report the cameras' state: %s", e.code().name)
 
-    def _start(self, camera: Camera) -> None:
+    def _start(self, camera: Camera) -> str | None:
+        """Start the camera's pipeline; a reason when its settings do not allow it."""
         try:
             source = parse_source(camera.url)
         except ValueError as e:
             log.error("camera %s: %s", camera.id, e)
-            return
+            return str(e)
         options = self.options
         if camera.roi is not None:  # the camera's own region of interest
             options = replace(options, roi=camera.roi)
@@ -137,7 +145,7 @@ class Worker:
             options = override(options, dict(camera.options), f"camera {camera.id}")
         except OptionError as e:
             log.error("%s; the camera is not started", e)
-            return
+            return str(e)
         pipeline = CameraPipeline(
             camera,
             source,
@@ -150,6 +158,7 @@ class Worker:
         self.pipelines[camera.id] = pipeline
         pipeline.start()
         log.info("camera %s assigned: %s", camera.id, camera.url)
+        return None
 
     async def _stop(self, camera_id: str) -> None:
         """Stop a camera's pipeline (at once if its stream already ended), keep it among the
@@ -160,17 +169,18 @@ class Worker:
         self.finished[camera_id] = pipeline
         await self._release(camera_id)
 
-    async def _lease(self, camera_id: str) -> bool:
+    async def _lease(self, camera_id: str) -> str | None:
+        """Take a `cameras` lease for the camera; the licence's reason when it is refused."""
         try:
             lease = await self.licence.acquire("cameras")
         except (LicenceRefused, grpc.aio.AioRpcError) as e:
             log.warning("camera %s refused: %s", camera_id, e)
-            return False
+            return str(e)
         if not lease.granted:
             log.warning("camera %s refused: %s", camera_id, lease.reason)
-            return False
+            return lease.reason or "the licence's camera limit is reached"
         self._leases[camera_id] = lease
-        return True
+        return None
 
     async def _release(self, camera_id: str) -> None:
         lease = self._leases.pop(camera_id, None)

@@ -47,3 +47,12 @@ class CameraState:
     frames_per_second: float
     posts: int
     last_post: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class CameraRefusal:
+    """A camera its worker does not process: the licence's camera limit, or another reason."""
+
+    id: str
+    licence: bool
+    reason: str

@@ -24,7 +24,12 @@ from facegrid.operator.core.placement import (
     parse_slot_ranges,
     slot_ranges,
 )
-from facegrid.operator.core.records import CameraRecord, CameraState, GalleryRecord
+from facegrid.operator.core.records import (
+    CameraRecord,
+    CameraRefusal,
+    CameraState,
+    GalleryRecord,
+)
 
 GROUP = "facegrid.io"
 VERSION = "v1"
@@ -293,12 +298,21 @@ def camera_state_status(state: CameraState) -> dict[str, Any]:
                 "Streaming",
                 state.streaming,
                 "FramesArrive" if state.streaming else "Reconnecting",
-            )
+            ),
+            condition("Licensed", True, "Leased"),
         ],
     }
     if state.last_post is not None:
         status["lastPostTime"] = state.last_post.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return status
+
+
+def camera_refusal_status(refusal: CameraRefusal) -> dict[str, Any]:
+    """The Camera status of a camera its worker refused to process."""
+    conditions = [condition("Streaming", False, "Refused", refusal.reason)]
+    if refusal.licence:
+        conditions.append(condition("Licensed", False, "LicenceLimit", refusal.reason))
+    return {"phase": "Refused", "framesPerSecond": 0.0, "conditions": conditions}
 
 
 # -- worker Deployments -----------------------------------------------------------------------

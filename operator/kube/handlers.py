@@ -396,7 +396,11 @@ class Reconciler:
             sum(1 for c in streaming if assignment.get(c) is None)
         )
         for body in bodies:
-            await self._camera_status(body, assignment.get(body["metadata"]["name"]), pool)
+            name = body["metadata"]["name"]
+            # The newest state seen: a worker's report may have landed during the awaits above.
+            latest = self.plane.camera_body(name)
+            if latest is not None:
+                await self._camera_status(latest, assignment.get(name), pool)
 
     async def _camera_status(self, body: Body, worker: str | None, pool: str) -> None:
         status = body.get("status") or {}
@@ -419,9 +423,11 @@ class Reconciler:
                 generation,
             )
         else:
+            # What the worker reported stands while the camera stays on it.
             keep = status.get("workerPod") == worker and status.get("phase") in (
                 "Streaming",
                 "Reconnecting",
+                "Refused",
             )
             phase = status["phase"] if keep else "Assigned"
             assigned = condition("Assigned", True, "WorkerPod", worker, generation)

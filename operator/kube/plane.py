@@ -27,6 +27,7 @@ from facegrid.operator.core.placement import (
 )
 from facegrid.operator.core.records import (
     CameraRecord,
+    CameraRefusal,
     CameraState,
     GalleryRecord,
     PlacementChange,
@@ -37,6 +38,7 @@ from facegrid.operator.core.resources import (
     VERSION,
     Body,
     camera_record,
+    camera_refusal_status,
     camera_state_status,
     check_pool,
     condition,
@@ -131,6 +133,9 @@ class KubeControlPlane:
 
     def camera_bodies(self) -> list[dict[str, Any]]:
         return list(self._cameras.values())
+
+    def camera_body(self, name: str) -> dict[str, Any] | None:
+        return self._cameras.get(name)
 
     def _publish(self, change: PlacementChange) -> None:
         for queue in self._watchers:
@@ -271,23 +276,27 @@ class KubeControlPlane:
             key=lambda r: (r.created_at, r.id),
         )
 
-    async def report_cameras(self, worker: str, states: list[CameraState]) -> None:
-        """Show what the camera's worker reports in its status (phase Streaming or
-        Reconnecting, frames/s, posts, last post); reports from other workers are stale."""
-        for state in states:
-            body = self._cameras.get(state.id)
+    async def report_cameras(
+        self, worker: str, states: list[CameraState], refused: list[CameraRefusal]
+    ) -> None:
+        """Show what the camera's worker reports in its status (phase Streaming, Reconnecting
+        or Refused, frames/s, posts, last post, the Licensed condition); reports from a worker
+        the camera is no longer assigned to are stale and ignored."""
+        updates = [(s.id, camera_state_status(s)) for s in states]
+        updates += [(r.id, camera_refusal_status(r)) for r in refused]
+        for camera_id, update in updates:
+            body = self._cameras.get(camera_id)
             if body is None:
                 continue
             status = body.get("status") or {}
             if status.get("workerPod") != worker:
                 continue
-            update = camera_state_status(state)
             if all(status.get(k) == v for k, v in update.items() if k != "conditions"):
                 continue
             update["conditions"] = merge_conditions(
                 status.get("conditions", []), update["conditions"]
             )
-            patched = await self._api.patch_status(CAMERAS, state.id, update)
+            patched = await self._api.patch_status(CAMERAS, camera_id, update)
             self.observe_camera("MODIFIED", patched)
 
     async def delete_camera(self, camera_id: str) -> None:

@@ -24,6 +24,7 @@ from facegrid.operator.core.placement import (
 )
 from facegrid.operator.core.records import (
     CameraRecord,
+    CameraRefusal,
     CameraState,
     GalleryRecord,
     PlacementChange,
@@ -133,5 +134,7 @@ class LocalControlPlane:
     async def delete_camera(self, camera_id: str) -> None:
         await self._store.delete_camera(camera_id)
 
-    async def report_cameras(self, worker: str, states: list[CameraState]) -> None:
+    async def report_cameras(
+        self, worker: str, states: list[CameraState], refused: list[CameraRefusal]
+    ) -> None:
         """Accepted and ignored: on one machine the worker's own /metrics says the same."""

@@ -547,7 +547,30 @@ async def test_cameras_get_worker_pods_and_follow_them(cluster: Cluster) -> None
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Assigned": "True",
         "Streaming": "True",
+        "Licensed": "True",
     }
+    # Past the licence's camera limit the worker refuses it: Refused, Licensed False.
+    refusal = cp.CameraRefusal(id=camera, licence=True, reason="8 of 8 cameras leased")
+    await cluster.plane.ReportCameras(cp.ReportCamerasRequest(worker=pod, refused=[refusal]))
+    status = await until(
+        "the refusal to show",
+        lambda: (
+            (st := (cluster.object("cameras", camera) or {}).get("status") or {}).get("phase")
+            == "Refused"
+            and st
+        ),
+    )
+    licensed = next(c for c in status["conditions"] if c["type"] == "Licensed")
+    assert (licensed["status"], licensed["reason"]) == ("False", "LicenceLimit")
+    assert licensed["message"] == "8 of 8 cameras leased"
+    await cluster.plane.ReportCameras(cp.ReportCamerasRequest(worker=pod, cameras=[report]))
+    await until(
+        "the camera to stream again",
+        lambda: (
+            ((cluster.object("cameras", camera) or {}).get("status") or {}).get("phase")
+            == "Streaming"
+        ),
+    )
     assigned[camera] = ("Streaming", pod)
 
     # A pod goes: its cameras move to the others while they have room; the rest wait.

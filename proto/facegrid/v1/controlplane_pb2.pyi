@@ -580,26 +580,60 @@ class CameraReport(_message.Message):
 Global___CameraReport: _TypeAlias = CameraReport  # noqa: Y015
 
 @_typing.final
+class CameraRefusal(_message.Message):
+    """A camera assigned to the worker that it does not process, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    LICENCE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    licence: _builtins.bool
+    """True when the licence's camera limit is what refused it (else detectors-max or a bad
+    camera setting).
+    """
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        licence: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "licence", b"licence", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CameraRefusal: _TypeAlias = CameraRefusal  # noqa: Y015
+
+@_typing.final
 class ReportCamerasRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKER_FIELD_NUMBER: _builtins.int
     CAMERAS_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     worker: _builtins.str
     """The reporting worker (its pod name); reports from a worker the camera is no longer
     assigned to are ignored.
     """
     @_builtins.property
     def cameras(self) -> _containers.RepeatedCompositeFieldContainer[Global___CameraReport]: ...
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedCompositeFieldContainer[Global___CameraRefusal]: ...
     def __init__(
         self,
         *,
         worker: _builtins.str = ...,
         cameras: _abc.Iterable[Global___CameraReport] | None = ...,
+        refused: _abc.Iterable[Global___CameraRefusal] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cameras", b"cameras", "refused", b"refused", "worker", b"worker"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
