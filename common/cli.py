@@ -5,6 +5,7 @@ facegrid status    the health of every component of a running stack
 facegrid token     create another API token (the seed's findface-facenapi.token)
 facegrid license   licence files: keygen, issue, verify
 facegrid mass-enroll  enroll faces from images in bulk through the REST API (resumable)
+facegrid reindex   rebuild the index shards from MongoDB (resumable), or --check them
 facegrid version
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from facegrid import __version__
 from facegrid.bulk import cli as bulk_cli
+from facegrid.gateway.reindex import cli as reindex_cli
 from facegrid.health import Probe, check
 from facegrid.licensing import cli as licensing_cli
 from facegrid.settings import ConfigError, exit_on_config_error
@@ -105,6 +107,22 @@ def cmd_models_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack_addresses(args: argparse.Namespace) -> str | None:
+    """For `reindex --stack`: MongoDB and the control plane of the running stack, where the
+    flags do not name them."""
+    settings = _load_stack_settings(args)
+    data_dir = settings.data_dir.resolve()
+    state = read_state(data_dir)
+    if state is None:
+        return f"FaceGrid is not running (no state in {data_dir})"
+    components: list[dict[str, Any]] = state["components"]  # type: ignore[assignment]
+    planes = [c["target"] for c in components if c["name"] == "controlplane"]
+    args.mongo_uri = args.mongo_uri or str(state["mongo_uri"])
+    args.mongo_db = args.mongo_db or str(state["mongo_db"])
+    args.controlplane = args.controlplane or (planes[0] if planes else None)
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="facegrid", description="FaceGrid: FindFace-compatible face recognition."
@@ -166,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     licensing_cli.add_commands(sub)
     bulk_cli.add_commands(sub)
+    reindex_cli.add_commands(sub, _stack_addresses)
 
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda _args: print(__version__) or 0)

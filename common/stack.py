@@ -370,6 +370,7 @@ class Stack:
         licensing_ui = licensing.env["FACEGRID_LICENSING_UI"]
         self.say(
             "FaceGrid is up.\n"
+            f"  Web UI:   {url}/ui/ (log in with the token below)\n"
             f"  API:      {url}/v1/\n"
             f"  API docs: {url}/docs\n"
             f"  Token:    {self.token}\n"

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from facegrid import __version__
-from facegrid.gateway import camera_routes, face_routes, live_routes, timing
+from facegrid.gateway import camera_routes, face_routes, live_routes, timing, webui
 from facegrid.gateway.core.cameras import CameraDirectory
 from facegrid.gateway.core.errors import ApiError, BadParam, MethodNotAllowed, NotFound
 from facegrid.gateway.core.faces import Faces
@@ -180,6 +180,7 @@ def create_app(backends: Backends) -> FastAPI:
         redoc_url=None,
     )
     _register_docs(app)
+    webui.mount(app)
     metrics = RequestMetrics("gateway", backends.registry)
 
     app.add_middleware(_Observe, metrics=metrics)

@@ -1,0 +1,188 @@
+"""What reindexing reads from and writes to MongoDB: the gateway's face records, and its own
+checkpoints.
+
+Face ids come from a counter, so they are dense: every read is a window on `_id`, walked upward
+in growing steps, which the one-machine stand-in answers without sorting the whole collection
+(the same reason as `MongoFaceStore.page`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pymongo import AsyncMongoClient, WriteConcern
+from pymongo.errors import PyMongoError
+
+from facegrid.gateway.core.persons import is_internal
+from facegrid.gateway.mongo import ACTIVE, PENDING
+
+Doc = dict[str, Any]
+
+CHECKPOINTS = "reindex_checkpoints"
+
+
+class StoreError(Exception):
+    """MongoDB failed or could not be reached; a rerun resumes from the last checkpoint."""
+
+
+@dataclass(frozen=True)
+class FaceVectors:
+    """A batch of faces in ascending id order with their stored vectors (b"" when absent)."""
+
+    ids: np.ndarray  # uint64
+    vectors: list[bytes]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    gallery: str
+    last_id: int
+    placement_version: int
+    done: bool
+
+
+@dataclass(frozen=True)
+class PendingFace:
+    id: int
+    galleries: tuple[str, ...]
+
+
+def gallery_field(gallery: str) -> str:
+    """The record field naming a gallery: the gateway's own (person) galleries are kept apart
+    from the galleries clients see."""
+    return "hidden_galleries" if is_internal(gallery) else "galleries"
+
+
+class FaceRecords:
+    def __init__(self, client: AsyncMongoClient[Doc], db: str) -> None:
+        self._faces = client[db]["faces"]
+        self._counters = client[db]["counters"]
+        self._checkpoints = client[db].get_collection(
+            CHECKPOINTS, write_concern=WriteConcern(w=1, j=True)
+        )
+
+    async def _run(self, operation: Any) -> Any:
+        try:
+            return await operation
+        except PyMongoError as e:
+            raise StoreError(f"MongoDB: {e}") from e
+
+    # -- faces ----------------------------------------------------------------------------------
+
+    async def newest_id(self) -> int:
+        counter = await self._run(self._counters.find_one({"_id": "faces"}))
+        return int(counter["seq"]) if counter else 0
+
+    async def count(self, gallery: str, *, up_to: int | None = None) -> int:
+        query: Doc = {gallery_field(gallery): gallery, "state": ACTIVE}
+        if up_to is not None:
+            query["_id"] = {"$lte": up_to}
+        count: int = await self._run(self._faces.count_documents(query))
+        return count
+
+    async def _window_after(self, query: Doc, after: int, limit: int, projection: Doc) -> list[Doc]:
+        newest = await self.newest_id()
+        # Ids are dense: the first window is usually enough; sparse galleries widen it.
+        low, window = after + 1, limit
+        found: list[Doc] = []
+        while len(found) < limit and low <= newest:
+            high = low + window
+            cursor = (
+                self._faces.find({**query, "_id": {"$gte": low, "$lt": high}}, projection)
+                .sort("_id", 1)
+                .limit(limit - len(found))
+            )
+            found += await self._run(cursor.to_list())
+            low, window = high, window * 2
+        return found
+
+    async def vectors_after(self, gallery: str, after: int, limit: int) -> FaceVectors:
+        """The next limit active faces of the gallery with ids above `after`."""
+        query = {gallery_field(gallery): gallery, "state": ACTIVE}
+        docs = await self._window_after(query, after, limit, {"facen": 1})
+        return _face_vectors(docs)
+
+    async def ids(self, gallery: str, *, page: int = 20_000) -> np.ndarray:
+        """Every active face id of the gallery, ascending."""
+        query = {gallery_field(gallery): gallery, "state": ACTIVE}
+        chunks, after = [], 0
+        while True:
+            docs = await self._window_after(query, after, page, {"_id": 1})
+            if not docs:
+                break
+            chunks.append(np.array([int(d["_id"]) for d in docs], np.uint64))
+            after = int(docs[-1]["_id"])
+        return np.concatenate(chunks) if chunks else np.empty(0, np.uint64)
+
+    async def vectors_of(
+        self, ids: Sequence[int], *, active_only: bool = False
+    ) -> dict[int, bytes]:
+        """The stored vectors of these faces (only of active ones if active_only)."""
+        out: dict[int, bytes] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = [int(i) for i in ids[start : start + 1000]]
+            query: Doc = {"_id": {"$in": chunk}}
+            if active_only:
+                query["state"] = ACTIVE
+            cursor = self._faces.find(query, {"facen": 1})
+            for doc in await self._run(cursor.to_list()):
+                out[int(doc["_id"])] = bytes(doc.get("facen") or b"")
+        return out
+
+    async def pending(self, gallery: str | None = None) -> list[PendingFace]:
+        """Records an enrollment has written but not yet made visible."""
+        query: Doc = {"state": PENDING}
+        if gallery is not None:
+            query[gallery_field(gallery)] = gallery
+        cursor = self._faces.find(query, {"galleries": 1, "hidden_galleries": 1})
+        return [
+            PendingFace(
+                int(d["_id"]),
+                (*d.get("galleries", ()), *d.get("hidden_galleries", ())),
+            )
+            for d in await self._run(cursor.to_list())
+        ]
+
+    async def remove_pending(self, face_id: int) -> bool:
+        """Remove the record if it is still pending; False when it was activated meanwhile."""
+        result = await self._run(self._faces.delete_one({"_id": face_id, "state": PENDING}))
+        return bool(result.deleted_count)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    async def checkpoint(self, gallery: str) -> Checkpoint | None:
+        doc = await self._run(self._checkpoints.find_one({"_id": gallery}))
+        if doc is None:
+            return None
+        return Checkpoint(
+            gallery, int(doc["last_id"]), int(doc["placement_version"]), bool(doc["done"])
+        )
+
+    async def save_checkpoint(self, point: Checkpoint) -> None:
+        await self._run(
+            self._checkpoints.replace_one(
+                {"_id": point.gallery},
+                {
+                    "last_id": point.last_id,
+                    "placement_version": point.placement_version,
+                    "done": point.done,
+                    "updated": dt.datetime.now(dt.UTC),
+                },
+                upsert=True,
+            )
+        )
+
+    async def clear_checkpoints(self, galleries: Sequence[str] | None = None) -> None:
+        query: Doc = {} if galleries is None else {"_id": {"$in": list(galleries)}}
+        await self._run(self._checkpoints.delete_many(query))
+
+
+def _face_vectors(docs: list[Doc]) -> FaceVectors:
+    return FaceVectors(
+        np.array([int(d["_id"]) for d in docs], np.uint64),
+        [bytes(d.get("facen") or b"") for d in docs],
+    )
