@@ -93,7 +93,24 @@ def _camera(message: cp.Camera) -> Camera:
         message.active,
         region("rot"),
         region("roi"),
+        _camera_status(message.status) if message.HasField("status") else None,
     )
+
+
+def _camera_status(status: cp.CameraStatus) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "phase": status.phase,
+        "worker": status.worker,
+        "frames_per_second": round(status.frames_per_second, 1),
+        "posts": status.posts,
+    }
+    if status.reason:
+        body["reason"] = status.reason
+    for name in ("last_post", "reported_at"):
+        if status.HasField(name):
+            when = getattr(status, name).ToDatetime(dt.UTC)
+            body[name] = when.isoformat(timespec="seconds")
+    return body
 
 
 def _wire_region(region: Region | None) -> cp.Region | None:

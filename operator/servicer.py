@@ -111,6 +111,19 @@ def _camera(c: CameraRecord) -> pb.Camera:
         created_at=_timestamp(c.created_at),
         options=dict(c.options),
     )
+    if c.status is not None:
+        status = pb.CameraStatus(
+            phase=c.status.phase,
+            worker=c.status.worker,
+            frames_per_second=c.status.frames_per_second,
+            posts=c.status.posts,
+            reason=c.status.reason,
+        )
+        if c.status.last_post is not None:
+            status.last_post.CopyFrom(_timestamp(c.status.last_post))
+        if c.status.reported_at is not None:
+            status.reported_at.CopyFrom(_timestamp(c.status.reported_at))
+        camera.status.CopyFrom(status)
     if c.rot is not None:
         camera.rot.CopyFrom(_wire_region(c.rot))
     if c.roi is not None:

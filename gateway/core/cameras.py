@@ -25,6 +25,9 @@ class Camera:
     active: bool
     rot: Region | None = None
     roi: Region | None = None
+    # FaceGrid's own, beyond the seed's fields: what the camera's video worker last reported
+    # (phase, frames_per_second, posts, ...); None until one has.
+    status: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -38,6 +41,8 @@ class Camera:
             body["rot"] = list(self.rot)
         if self.roi is not None:
             body["roi"] = list(self.roi)
+        if self.status is not None:
+            body["status"] = self.status
         return body
 
 

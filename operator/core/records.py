@@ -30,6 +30,20 @@ class CameraRecord:
     worker: str = ""
     # Overrides of the worker's options (name, ini-style value); none on one machine.
     options: tuple[tuple[str, str], ...] = ()
+    status: CameraStatus | None = None
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    """How a camera is doing: its phase and what its worker last reported."""
+
+    phase: str
+    worker: str = ""
+    frames_per_second: float = 0.0
+    posts: int = 0
+    last_post: dt.datetime | None = None
+    reason: str = ""
+    reported_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from facegrid.operator.core.records import (
     CameraRecord,
     CameraRefusal,
     CameraState,
+    CameraStatus,
     GalleryRecord,
 )
 
@@ -277,6 +278,27 @@ def camera_record(body: Body) -> CameraRecord:
         roi=parse_region(spec.get("roi")),
         worker=str(status.get("workerPod") or ""),
         options=tuple(sorted(worker_options(spec.get("options")).items())),
+        status=camera_status(status),
+    )
+
+
+def camera_status(status: Body) -> CameraStatus | None:
+    """A Camera resource's status as the ControlPlane contract gives it."""
+    phase = status.get("phase")
+    if not phase:
+        return None
+    reason = ""
+    for c in status.get("conditions") or []:
+        if c.get("status") == "False" and c.get("message"):
+            reason = str(c["message"])
+    last = status.get("lastPostTime")
+    return CameraStatus(
+        phase=str(phase),
+        worker=str(status.get("workerPod") or ""),
+        frames_per_second=float(status.get("framesPerSecond") or 0.0),
+        posts=int(status.get("posts") or 0),
+        last_post=parse_time(last) if last else None,
+        reason=reason,
     )
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 
 from facegrid.operator.core.cameras import CameraChange, Region
 from facegrid.operator.core.placement import (
@@ -26,6 +28,7 @@ from facegrid.operator.core.records import (
     CameraRecord,
     CameraRefusal,
     CameraState,
+    CameraStatus,
     GalleryRecord,
     PlacementChange,
 )
@@ -42,6 +45,8 @@ class LocalControlPlane:
         self._shards = shards
         self._drop_on_shard = drop_on_shard
         self._watchers: set[asyncio.Queue[PlacementChange]] = set()
+        # The latest report of each camera's worker.
+        self._reports: dict[str, CameraStatus] = {}
 
     async def start(self) -> None:
         """Make sure `default` exists and every placement matches the configured shards."""
@@ -122,19 +127,39 @@ class LocalControlPlane:
         return await self._store.insert_camera(url, detector, meta, active, rot, roi)
 
     async def update_camera(self, camera_id: str, change: CameraChange) -> CameraRecord:
-        return await self._store.update_camera(camera_id, change)
+        return self._with_status(await self._store.update_camera(camera_id, change))
 
     async def get_camera(self, camera_id: str) -> CameraRecord:
-        return await self._store.get_camera(camera_id)
+        return self._with_status(await self._store.get_camera(camera_id))
 
     async def list_cameras(self, detector: str, worker: str = "") -> list[CameraRecord]:
         """The detector's cameras; one machine assigns none to workers, so `worker` is moot."""
-        return await self._store.list_cameras(detector)
+        return [self._with_status(c) for c in await self._store.list_cameras(detector)]
 
     async def delete_camera(self, camera_id: str) -> None:
         await self._store.delete_camera(camera_id)
+        self._reports.pop(camera_id, None)
 
     async def report_cameras(
         self, worker: str, states: list[CameraState], refused: list[CameraRefusal]
     ) -> None:
-        """Accepted and ignored: on one machine the worker's own /metrics says the same."""
+        """Kept in memory (they are only news, and renewed every reload): GetCamera and
+        ListCameras show the latest with the time it came."""
+        now = dt.datetime.now(dt.UTC)
+        for state in states:
+            self._reports[state.id] = CameraStatus(
+                phase="Streaming" if state.streaming else "Reconnecting",
+                worker=worker,
+                frames_per_second=state.frames_per_second,
+                posts=state.posts,
+                last_post=state.last_post,
+                reported_at=now,
+            )
+        for refusal in refused:
+            self._reports[refusal.id] = CameraStatus(
+                phase="Refused", worker=worker, reason=refusal.reason, reported_at=now
+            )
+
+    def _with_status(self, record: CameraRecord) -> CameraRecord:
+        report = self._reports.get(record.id)
+        return record if report is None else replace(record, status=report)

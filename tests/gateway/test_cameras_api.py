@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+import grpc
 import httpx
 import pytest
+
+from facegrid.v1 import controlplane_pb2 as cp
+from facegrid.v1 import controlplane_pb2_grpc
 
 
 async def test_camera_lifecycle_as_in_the_reference(api: httpx.AsyncClient) -> None:
@@ -73,3 +79,30 @@ async def test_bad_camera_fields_are_refused(
     assert response.json()["code"] == "BAD_PARAM"
     assert response.json()["param"] == param
     assert (await api.get("/v0/camera")).json() == []
+
+
+async def test_a_camera_shows_what_its_worker_reports(
+    api: httpx.AsyncClient, controlplane_address: str
+) -> None:
+    """FaceGrid's own `status` field: absent until a video worker reports, then its phase,
+    frames/s, posts and the time of the report (clients of the seed ignore the extra field)."""
+    camera = (await api.post("/v1/camera", json={"url": "rtsp://cam/1", "detector": "d"})).json()
+    assert "status" not in camera
+    report = cp.CameraReport(id=camera["id"], streaming=True, frames_per_second=12.34, posts=3)
+    report.last_post.FromDatetime(dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC))
+    async with grpc.aio.insecure_channel(controlplane_address) as channel:
+        plane = controlplane_pb2_grpc.ControlPlaneStub(channel)
+        await plane.ReportCameras(cp.ReportCamerasRequest(worker="host-1", cameras=[report]))
+        status = (await api.get(f"/v1/camera/{camera['id']}")).json()["status"]
+        assert {k: status[k] for k in ("phase", "worker", "frames_per_second", "posts")} == {
+            "phase": "Streaming",
+            "worker": "host-1",
+            "frames_per_second": 12.3,
+            "posts": 3,
+        }
+        assert status["last_post"] == "2026-11-28T12:00:00+00:00" and "reported_at" in status
+        refusal = cp.CameraRefusal(id=camera["id"], licence=True, reason="8 of 8 cameras leased")
+        await plane.ReportCameras(cp.ReportCamerasRequest(worker="host-1", refused=[refusal]))
+    listed = {c["id"]: c for c in (await api.get("/v1/camera")).json()}
+    assert listed[camera["id"]]["status"]["phase"] == "Refused"
+    assert listed[camera["id"]]["status"]["reason"] == "8 of 8 cameras leased"

@@ -174,7 +174,16 @@ def test_cameras_and_persons(page: Page, ui_stack: Ui, artifacts: Path) -> None:
     page.get_by_role("button", name="Add camera").click()
     row = page.get_by_role("row").filter(has_text="Front door")
     expect(row).to_contain_text("active")
+    expect(row).to_contain_text("no report yet")  # no video worker has reported on it
     camera_id = row.locator("code").inner_text()
+
+    # Edit: the form takes the camera's values and saves them with a PUT.
+    row.get_by_role("button", name="Edit camera Front door").click()
+    expect(page.get_by_label("Stream URL")).to_have_value("rtsp://10.0.0.5/door")
+    page.get_by_label("Stream URL").fill("rtsp://10.0.0.6/door")
+    page.get_by_role("button", name="Save changes").click()
+    expect(row).to_contain_text("rtsp://10.0.0.6/door")
+    expect(page.get_by_role("button", name="Add camera")).to_be_visible()
 
     # A face posted from the camera (as a video worker would) appears in the live feed.
     expect(page.get_by_text("live", exact=True)).to_be_visible()

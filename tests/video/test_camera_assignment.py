@@ -64,6 +64,13 @@ async def test_worker_picks_up_and_releases_its_cameras(
         line = await _read_until(worker.stderr, "assigned", 30)
         assert mine.id in line
         assert "rtsp://cam/1" in line
+        # Nothing answers at rtsp://cam/1: the worker reports the camera Reconnecting.
+        for _ in range(100):
+            seen = await plane.GetCamera(cp.GetCameraRequest(id=mine.id))
+            if seen.HasField("status"):
+                break
+            await asyncio.sleep(0.1)
+        assert seen.status.phase == "Reconnecting" and seen.status.frames_per_second == 0
         await plane.DeleteCamera(cp.DeleteCameraRequest(id=mine.id))
         line = await _read_until(worker.stderr, "released", 10)
         assert mine.id in line

@@ -31,9 +31,20 @@ export async function cameras(main, { signal }) {
         h("td", { class: "wrap" }, camera.url),
         h("td", {}, camera.detector || "—"),
         h("td", {}, h("span", { class: `badge ${camera.active ? "on" : "off"}` }, camera.active ? "active" : "off")),
+        h("td", {}, statusText(camera.status)),
         h(
           "td",
           { class: "actions" },
+          h(
+            "button",
+            {
+              type: "button",
+              class: "quiet",
+              "aria-label": `Edit camera ${camera.meta || camera.id}`,
+              onclick: () => edit(camera),
+            },
+            "Edit",
+          ),
           h(
             "button",
             {
@@ -60,7 +71,7 @@ export async function cameras(main, { signal }) {
     fill(
       table,
       list.length
-        ? h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Camera", "URL", "Detector", "State", h("span", { class: "sr-only" }, "Actions")].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows)))
+        ? h("div", { class: "scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Camera", "URL", "Detector", "State", "Stream", h("span", { class: "sr-only" }, "Actions")].map((t) => h("th", { scope: "col" }, t)))), h("tbody", {}, rows)))
         : h("p", { class: "pad muted" }, "No cameras yet."),
     );
   }
@@ -69,22 +80,55 @@ export async function cameras(main, { signal }) {
   const meta = h("input", { name: "meta", autocomplete: "off" });
   const detector = h("input", { name: "detector", autocomplete: "off" });
   const active = h("input", { type: "checkbox", name: "active", checked: true });
+  // Editing: the camera being changed (its regions are sent back, as a PUT without them
+  // removes them); null while the form adds a new one.
+  let editing = null;
+  const title = h("h2", {}, "Add a camera");
+  const submit = h("button", { type: "submit" }, "Add camera");
+  const cancel = h("button", { type: "button", class: "quiet", hidden: true, onclick: () => stopEditing() }, "Cancel");
+  function stopEditing() {
+    editing = null;
+    add.reset();
+    fill(title, "Add a camera");
+    fill(submit, "Add camera");
+    cancel.hidden = true;
+  }
+  function edit(camera) {
+    editing = camera;
+    url.value = camera.url;
+    meta.value = camera.meta;
+    detector.value = camera.detector;
+    active.checked = camera.active;
+    fill(title, `Edit camera ${camera.meta || camera.id}`);
+    fill(submit, "Save changes");
+    cancel.hidden = false;
+    url.focus();
+  }
   const add = h(
     "form",
     {
       class: "stack",
       onsubmit: (event) => {
         event.preventDefault();
-        change(async () => {
-          await call("POST", "/camera", { json: { url: url.value, meta: meta.value, detector: detector.value || undefined, active: active.checked } });
-          add.reset();
-        }, "Camera added.");
+        const fields = { url: url.value, meta: meta.value, detector: detector.value || undefined, active: active.checked };
+        if (editing) {
+          const camera = editing;
+          change(async () => {
+            await call("PUT", `/camera/${camera.id}`, { json: { ...fields, rot: camera.rot, roi: camera.roi } });
+            stopEditing();
+          }, "Camera changed.");
+        } else {
+          change(async () => {
+            await call("POST", "/camera", { json: fields });
+            add.reset();
+          }, "Camera added.");
+        }
       },
     },
-    h("h2", {}, "Add a camera"),
+    title,
     h("div", { class: "two" }, field("Stream URL", url), field("Name (meta)", meta)),
     h("div", { class: "two" }, field("Detector", detector, "the video worker's detector-name"), h("label", { class: "check" }, active, "Active")),
-    h("div", { class: "actions" }, h("button", { type: "submit" }, "Add camera")),
+    h("div", { class: "actions" }, submit, cancel),
   );
   await refresh();
   fill(
@@ -93,6 +137,19 @@ export async function cameras(main, { signal }) {
     table,
     h("section", { class: "card" }, add),
     liveFeed(signal),
+  );
+}
+
+/** What the camera's video worker last reported: phase and frames/s (FaceGrid's `status`). */
+function statusText(status) {
+  if (!status) return h("span", { class: "muted" }, "no report yet");
+  const streaming = status.phase === "Streaming";
+  return h(
+    "span",
+    { title: status.reason || (status.worker ? `worker ${status.worker}` : "") },
+    h("span", { class: `badge ${streaming ? "on" : "off"}` }, status.phase),
+    streaming ? ` ${status.frames_per_second} fps` : "",
+    status.posts ? h("span", { class: "muted small" }, ` · ${status.posts} posts`) : "",
   );
 }
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x61\x63\x65grid/v1/controlplane.proto\x12\x0b\x66\x61\x63\x65grid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x05Shard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x03(\t\"\x96\x01\n\tPlacement\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\nslot_count\x18\x03 \x01(\r\x12\"\n\x06shards\x18\x04 \x03(\x0b\x32\x12.facegrid.v1.Shard\x12\x13\n\x0bslot_shards\x18\x05 \x03(\r\x12\x1a\n\x12target_slot_shards\x18\x06 \x03(\r\"r\n\x07Gallery\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\tplacement\x18\x03 \x01(\x0b\x32\x16.facegrid.v1.Placement\"$\n\x14\x43reateGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11GetGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14ListGalleriesRequest\"@\n\x15ListGalleriesResponse\x12\'\n\tgalleries\x18\x01 \x03(\x0b\x32\x14.facegrid.v1.Gallery\"$\n\x14\x44\x65leteGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteGalleryResponse\"=\n\x06Region\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\t\n\x01x\x18\x03 \x01(\r\x12\t\n\x01y\x18\x04 \x01(\r\"\xa8\x02\n\x06\x43\x61mera\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x03 \x01(\t\x12\x0c\n\x04meta\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x03rot\x18\x07 \x01(\x0b\x32\x13.facegrid.v1.Region\x12 \n\x03roi\x18\x08 \x01(\x0b\x32\x13.facegrid.v1.Region\x12\x31\n\x07options\x18\t \x03(\x0b\x32 .facegrid.v1.Camera.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x96\x01\n\x13\x43reateCameraRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x02 \x01(\t\x12\x0c\n\x04meta\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12 \n\x03rot\x18\x05 \x01(\x0b\x32\x13.facegrid.v1.Region\x12 \n\x03roi\x18\x06 \x01(\x0b\x32\x13.facegrid.v1.Region\"\xdf\x01\n\x13UpdateCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x03url\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08\x64\x65tector\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x11\n\x04meta\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x13\n\x06\x61\x63tive\x18\x05 \x01(\x08H\x03\x88\x01\x01\x12 \n\x03rot\x18\x06 \x01(\x0b\x32\x13.facegrid.v1.Region\x12 \n\x03roi\x18\x07 \x01(\x0b\x32\x13.facegrid.v1.RegionB\x06\n\x04_urlB\x0b\n\t_detectorB\x07\n\x05_metaB\t\n\x07_active\"\x1e\n\x10GetCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x12ListCamerasRequest\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\";\n\x13ListCamerasResponse\x12$\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x13.facegrid.v1.Camera\"!\n\x13\x44\x65leteCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteCameraResponse\"\x86\x01\n\x0c\x43\x61meraReport\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tstreaming\x18\x02 \x01(\x08\x12\x19\n\x11\x66rames_per_second\x18\x03 \x01(\x01\x12\r\n\x05posts\x18\x04 \x01(\x04\x12-\n\tlast_post\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\rCameraRefusal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07licence\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x7f\n\x14ReportCamerasRequest\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12*\n\x07\x63\x61meras\x18\x02 \x03(\x0b\x32\x19.facegrid.v1.CameraReport\x12+\n\x07refused\x18\x03 \x03(\x0b\x32\x1a.facegrid.v1.CameraRefusal\"\x17\n\x15ReportCamerasResponse\"&\n\x13GetPlacementRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\"\x18\n\x16WatchPlacementsRequest\"\xa4\x01\n\x0ePlacementEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .facegrid.v1.PlacementEvent.Kind\x12)\n\tplacement\x18\x02 \x01(\x0b\x32\x16.facegrid.v1.Placement\"7\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08UPSERTED\x10\x01\x12\x0b\n\x07\x44\x45LETED\x10\x02\x32\xbb\x07\n\x0c\x43ontrolPlane\x12H\n\rCreateGallery\x12!.facegrid.v1.CreateGalleryRequest\x1a\x14.facegrid.v1.Gallery\x12\x42\n\nGetGallery\x12\x1e.facegrid.v1.GetGalleryRequest\x1a\x14.facegrid.v1.Gallery\x12V\n\rListGalleries\x12!.facegrid.v1.ListGalleriesRequest\x1a\".facegrid.v1.ListGalleriesResponse\x12V\n\rDeleteGallery\x12!.facegrid.v1.DeleteGalleryRequest\x1a\".facegrid.v1.DeleteGalleryResponse\x12\x45\n\x0c\x43reateCamera\x12 .facegrid.v1.CreateCameraRequest\x1a\x13.facegrid.v1.Camera\x12?\n\tGetCamera\x12\x1d.facegrid.v1.GetCameraRequest\x1a\x13.facegrid.v1.Camera\x12P\n\x0bListCameras\x12\x1f.facegrid.v1.ListCamerasRequest\x1a .facegrid.v1.ListCamerasResponse\x12\x45\n\x0cUpdateCamera\x12 .facegrid.v1.UpdateCameraRequest\x1a\x13.facegrid.v1.Camera\x12S\n\x0c\x44\x65leteCamera\x12 .facegrid.v1.DeleteCameraRequest\x1a!.facegrid.v1.DeleteCameraResponse\x12V\n\rReportCameras\x12!.facegrid.v1.ReportCamerasRequest\x1a\".facegrid.v1.ReportCamerasResponse\x12H\n\x0cGetPlacement\x12 .facegrid.v1.GetPlacementRequest\x1a\x16.facegrid.v1.Placement\x12U\n\x0fWatchPlacements\x12#.facegrid.v1.WatchPlacementsRequest\x1a\x1b.facegrid.v1.PlacementEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x61\x63\x65grid/v1/controlplane.proto\x12\x0b\x66\x61\x63\x65grid.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x05Shard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x03(\t\"\x96\x01\n\tPlacement\x12\x0f\n\x07gallery\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\nslot_count\x18\x03 \x01(\r\x12\"\n\x06shards\x18\x04 \x03(\x0b\x32\x12.facegrid.v1.Shard\x12\x13\n\x0bslot_shards\x18\x05 \x03(\r\x12\x1a\n\x12target_slot_shards\x18\x06 \x03(\r\"r\n\x07Gallery\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\ncreated_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\tplacement\x18\x03 \x01(\x0b\x32\x16.facegrid.v1.Placement\"$\n\x14\x43reateGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"!\n\x11GetGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x16\n\x14ListGalleriesRequest\"@\n\x15ListGalleriesResponse\x12\'\n\tgalleries\x18\x01 \x03(\x0b\x32\x14.facegrid.v1.Gallery\"$\n\x14\x44\x65leteGalleryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x17\n\x15\x44\x65leteGalleryResponse\"=\n\x06Region\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\t\n\x01x\x18\x03 \x01(\r\x12\t\n\x01y\x18\x04 \x01(\r\"\xd3\x02\n\x06\x43\x61mera\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x03 \x01(\t\x12\x0c\n\x04meta\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x03rot\x18\x07 \x01(\x0b\x32\x13.facegrid.v1.Region\x12 \n\x03roi\x18\x08 \x01(\x0b\x32\x13.facegrid.v1.Region\x12\x31\n\x07options\x18\t \x03(\x0b\x32 .facegrid.v1.Camera.OptionsEntry\x12)\n\x06status\x18\n \x01(\x0b\x32\x19.facegrid.v1.CameraStatus\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc7\x01\n\x0c\x43\x61meraStatus\x12\r\n\x05phase\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\x12\x19\n\x11\x66rames_per_second\x18\x03 \x01(\x01\x12\r\n\x05posts\x18\x04 \x01(\x04\x12-\n\tlast_post\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0breported_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x96\x01\n\x13\x43reateCameraRequest\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65tector\x18\x02 \x01(\t\x12\x0c\n\x04meta\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12 \n\x03rot\x18\x05 \x01(\x0b\x32\x13.facegrid.v1.Region\x12 \n\x03roi\x18\x06 \x01(\x0b\x32\x13.facegrid.v1.Region\"\xdf\x01\n\x13UpdateCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x03url\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x15\n\x08\x64\x65tector\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x11\n\x04meta\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x13\n\x06\x61\x63tive\x18\x05 \x01(\x08H\x03\x88\x01\x01\x12 \n\x03rot\x18\x06 \x01(\x0b\x32\x13.facegrid.v1.Region\x12 \n\x03roi\x18\x07 \x01(\x0b\x32\x13.facegrid.v1.RegionB\x06\n\x04_urlB\x0b\n\t_detectorB\x07\n\x05_metaB\t\n\x07_active\"\x1e\n\x10GetCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"6\n\x12ListCamerasRequest\x12\x10\n\x08\x64\x65tector\x18\x01 \x01(\t\x12\x0e\n\x06worker\x18\x02 \x01(\t\";\n\x13ListCamerasResponse\x12$\n\x07\x63\x61meras\x18\x01 \x03(\x0b\x32\x13.facegrid.v1.Camera\"!\n\x13\x44\x65leteCameraRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteCameraResponse\"\x86\x01\n\x0c\x43\x61meraReport\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tstreaming\x18\x02 \x01(\x08\x12\x19\n\x11\x66rames_per_second\x18\x03 \x01(\x01\x12\r\n\x05posts\x18\x04 \x01(\x04\x12-\n\tlast_post\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\rCameraRefusal\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07licence\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x7f\n\x14ReportCamerasRequest\x12\x0e\n\x06worker\x18\x01 \x01(\t\x12*\n\x07\x63\x61meras\x18\x02 \x03(\x0b\x32\x19.facegrid.v1.CameraReport\x12+\n\x07refused\x18\x03 \x03(\x0b\x32\x1a.facegrid.v1.CameraRefusal\"\x17\n\x15ReportCamerasResponse\"&\n\x13GetPlacementRequest\x12\x0f\n\x07gallery\x18\x01 \x01(\t\"\x18\n\x16WatchPlacementsRequest\"\xa4\x01\n\x0ePlacementEvent\x12.\n\x04kind\x18\x01 \x01(\x0e\x32 .facegrid.v1.PlacementEvent.Kind\x12)\n\tplacement\x18\x02 \x01(\x0b\x32\x16.facegrid.v1.Placement\"7\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0c\n\x08UPSERTED\x10\x01\x12\x0b\n\x07\x44\x45LETED\x10\x02\x32\xbb\x07\n\x0c\x43ontrolPlane\x12H\n\rCreateGallery\x12!.facegrid.v1.CreateGalleryRequest\x1a\x14.facegrid.v1.Gallery\x12\x42\n\nGetGallery\x12\x1e.facegrid.v1.GetGalleryRequest\x1a\x14.facegrid.v1.Gallery\x12V\n\rListGalleries\x12!.facegrid.v1.ListGalleriesRequest\x1a\".facegrid.v1.ListGalleriesResponse\x12V\n\rDeleteGallery\x12!.facegrid.v1.DeleteGalleryRequest\x1a\".facegrid.v1.DeleteGalleryResponse\x12\x45\n\x0c\x43reateCamera\x12 .facegrid.v1.CreateCameraRequest\x1a\x13.facegrid.v1.Camera\x12?\n\tGetCamera\x12\x1d.facegrid.v1.GetCameraRequest\x1a\x13.facegrid.v1.Camera\x12P\n\x0bListCameras\x12\x1f.facegrid.v1.ListCamerasRequest\x1a .facegrid.v1.ListCamerasResponse\x12\x45\n\x0cUpdateCamera\x12 .facegrid.v1.UpdateCameraRequest\x1a\x13.facegrid.v1.Camera\x12S\n\x0c\x44\x65leteCamera\x12 .facegrid.v1.DeleteCameraRequest\x1a!.facegrid.v1.DeleteCameraResponse\x12V\n\rReportCameras\x12!.facegrid.v1.ReportCamerasRequest\x1a\".facegrid.v1.ReportCamerasResponse\x12H\n\x0cGetPlacement\x12 .facegrid.v1.GetPlacementRequest\x1a\x16.facegrid.v1.Placement\x12U\n\x0fWatchPlacements\x12#.facegrid.v1.WatchPlacementsRequest\x1a\x1b.facegrid.v1.PlacementEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,39 +55,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGION']._serialized_start=633
   _globals['_REGION']._serialized_end=694
   _globals['_CAMERA']._serialized_start=697
-  _globals['_CAMERA']._serialized_end=993
-  _globals['_CAMERA_OPTIONSENTRY']._serialized_start=947
-  _globals['_CAMERA_OPTIONSENTRY']._serialized_end=993
-  _globals['_CREATECAMERAREQUEST']._serialized_start=996
-  _globals['_CREATECAMERAREQUEST']._serialized_end=1146
-  _globals['_UPDATECAMERAREQUEST']._serialized_start=1149
-  _globals['_UPDATECAMERAREQUEST']._serialized_end=1372
-  _globals['_GETCAMERAREQUEST']._serialized_start=1374
-  _globals['_GETCAMERAREQUEST']._serialized_end=1404
-  _globals['_LISTCAMERASREQUEST']._serialized_start=1406
-  _globals['_LISTCAMERASREQUEST']._serialized_end=1460
-  _globals['_LISTCAMERASRESPONSE']._serialized_start=1462
-  _globals['_LISTCAMERASRESPONSE']._serialized_end=1521
-  _globals['_DELETECAMERAREQUEST']._serialized_start=1523
-  _globals['_DELETECAMERAREQUEST']._serialized_end=1556
-  _globals['_DELETECAMERARESPONSE']._serialized_start=1558
-  _globals['_DELETECAMERARESPONSE']._serialized_end=1580
-  _globals['_CAMERAREPORT']._serialized_start=1583
-  _globals['_CAMERAREPORT']._serialized_end=1717
-  _globals['_CAMERAREFUSAL']._serialized_start=1719
-  _globals['_CAMERAREFUSAL']._serialized_end=1779
-  _globals['_REPORTCAMERASREQUEST']._serialized_start=1781
-  _globals['_REPORTCAMERASREQUEST']._serialized_end=1908
-  _globals['_REPORTCAMERASRESPONSE']._serialized_start=1910
-  _globals['_REPORTCAMERASRESPONSE']._serialized_end=1933
-  _globals['_GETPLACEMENTREQUEST']._serialized_start=1935
-  _globals['_GETPLACEMENTREQUEST']._serialized_end=1973
-  _globals['_WATCHPLACEMENTSREQUEST']._serialized_start=1975
-  _globals['_WATCHPLACEMENTSREQUEST']._serialized_end=1999
-  _globals['_PLACEMENTEVENT']._serialized_start=2002
-  _globals['_PLACEMENTEVENT']._serialized_end=2166
-  _globals['_PLACEMENTEVENT_KIND']._serialized_start=2111
-  _globals['_PLACEMENTEVENT_KIND']._serialized_end=2166
-  _globals['_CONTROLPLANE']._serialized_start=2169
-  _globals['_CONTROLPLANE']._serialized_end=3124
+  _globals['_CAMERA']._serialized_end=1036
+  _globals['_CAMERA_OPTIONSENTRY']._serialized_start=990
+  _globals['_CAMERA_OPTIONSENTRY']._serialized_end=1036
+  _globals['_CAMERASTATUS']._serialized_start=1039
+  _globals['_CAMERASTATUS']._serialized_end=1238
+  _globals['_CREATECAMERAREQUEST']._serialized_start=1241
+  _globals['_CREATECAMERAREQUEST']._serialized_end=1391
+  _globals['_UPDATECAMERAREQUEST']._serialized_start=1394
+  _globals['_UPDATECAMERAREQUEST']._serialized_end=1617
+  _globals['_GETCAMERAREQUEST']._serialized_start=1619
+  _globals['_GETCAMERAREQUEST']._serialized_end=1649
+  _globals['_LISTCAMERASREQUEST']._serialized_start=1651
+  _globals['_LISTCAMERASREQUEST']._serialized_end=1705
+  _globals['_LISTCAMERASRESPONSE']._serialized_start=1707
+  _globals['_LISTCAMERASRESPONSE']._serialized_end=1766
+  _globals['_DELETECAMERAREQUEST']._serialized_start=1768
+  _globals['_DELETECAMERAREQUEST']._serialized_end=1801
+  _globals['_DELETECAMERARESPONSE']._serialized_start=1803
+  _globals['_DELETECAMERARESPONSE']._serialized_end=1825
+  _globals['_CAMERAREPORT']._serialized_start=1828
+  _globals['_CAMERAREPORT']._serialized_end=1962
+  _globals['_CAMERAREFUSAL']._serialized_start=1964
+  _globals['_CAMERAREFUSAL']._serialized_end=2024
+  _globals['_REPORTCAMERASREQUEST']._serialized_start=2026
+  _globals['_REPORTCAMERASREQUEST']._serialized_end=2153
+  _globals['_REPORTCAMERASRESPONSE']._serialized_start=2155
+  _globals['_REPORTCAMERASRESPONSE']._serialized_end=2178
+  _globals['_GETPLACEMENTREQUEST']._serialized_start=2180
+  _globals['_GETPLACEMENTREQUEST']._serialized_end=2218
+  _globals['_WATCHPLACEMENTSREQUEST']._serialized_start=2220
+  _globals['_WATCHPLACEMENTSREQUEST']._serialized_end=2244
+  _globals['_PLACEMENTEVENT']._serialized_start=2247
+  _globals['_PLACEMENTEVENT']._serialized_end=2411
+  _globals['_PLACEMENTEVENT_KIND']._serialized_start=2356
+  _globals['_PLACEMENTEVENT_KIND']._serialized_end=2411
+  _globals['_CONTROLPLANE']._serialized_start=2414
+  _globals['_CONTROLPLANE']._serialized_end=3369
 # @@protoc_insertion_point(module_scope)
