@@ -108,8 +108,8 @@ def cmd_models_build(args: argparse.Namespace) -> int:
 
 
 def _stack_addresses(args: argparse.Namespace) -> str | None:
-    """For `reindex --stack`: MongoDB and the control plane of the running stack, where the
-    flags do not name them."""
+    """For `reindex --stack` and `regenerate --stack`: MongoDB, the control plane and the
+    extractor of the running stack, where the flags do not name them."""
     settings = _load_stack_settings(args)
     data_dir = settings.data_dir.resolve()
     state = read_state(data_dir)
@@ -117,9 +117,12 @@ def _stack_addresses(args: argparse.Namespace) -> str | None:
         return f"FaceGrid is not running (no state in {data_dir})"
     components: list[dict[str, Any]] = state["components"]  # type: ignore[assignment]
     planes = [c["target"] for c in components if c["name"] == "controlplane"]
+    extractors = [c["target"] for c in components if c["name"] == "extractor"]
     args.mongo_uri = args.mongo_uri or str(state["mongo_uri"])
     args.mongo_db = args.mongo_db or str(state["mongo_db"])
     args.controlplane = args.controlplane or (planes[0] if planes else None)
+    if hasattr(args, "extractor"):  # regenerate
+        args.extractor = args.extractor or (extractors[0] if extractors else None)
     return None
 
 

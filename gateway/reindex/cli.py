@@ -1,7 +1,9 @@
-"""The `facegrid reindex` subcommand (the seed's mongo2searchapi).
+"""The `facegrid reindex` subcommand (the seed's mongo2searchapi), and `facegrid regenerate`
+(the seed's findface-regenerate).
 
     facegrid reindex [--gallery G] [--batch 500] [--restart] [--drop]
     facegrid reindex --check [--gallery G] [--vectors | --sample N] [--repair]
+    facegrid regenerate [--redetect] [--first-id A] [--last-id B] [--every-other N --offset K]
 
 MongoDB and the control plane are found as the gateway finds them (FACEGRID_GATEWAY_MONGO_URI,
 ..._MONGO_DB, ..._CONTROLPLANE, or the [gateway] table of --config), unless the flags say
@@ -100,6 +102,112 @@ def add_commands(
         return main(args)
 
     p.set_defaults(func=run)
+    _add_regenerate(sub, stack_lookup)
+
+
+def _add_regenerate(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    stack_lookup: StackLookup | None,
+) -> None:
+    p = sub.add_parser(
+        "regenerate",
+        help="make new face vectors for stored faces with the extractor's model",
+        description="Re-extract every stored face's vector with the model the extractor serves "
+        "now (from the stored normalized face, or with --redetect from the original photo), "
+        "and write it to the shards and MongoDB. Faces already made by that model are skipped; "
+        "a rerun resumes. Run it with enrollments paused: meanwhile a gallery mixes models.",
+    )
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    p.add_argument("--mongo-uri", help="MongoDB URI (default: the gateway's setting)")
+    p.add_argument("--mongo-db", help="MongoDB database (default: the gateway's setting)")
+    p.add_argument("--controlplane", help="control plane HOST:PORT (default: the gateway's)")
+    p.add_argument("--extractor", help="extractor HOST:PORT (default: the gateway's)")
+    if stack_lookup is not None:
+        p.add_argument("--stack", action="store_true", help="use the `facegrid up` stack's")
+        p.add_argument("--data-dir", type=Path, help="the stack's data directory")
+    p.add_argument("--first-id", type=int, default=1, help="start at this face id (1)")
+    p.add_argument("--last-id", type=int, help="stop after this face id")
+    p.add_argument(
+        "--every-other",
+        type=int,
+        default=1,
+        metavar="N",
+        help="take every N-th face (split the work over N machines, each with its --offset)",
+    )
+    p.add_argument("--offset", type=int, default=0, help="which of the N (0..N-1)")
+    p.add_argument("--redetect", action="store_true", help="detect again on the original photo")
+    p.add_argument("--parallel", type=int, default=4, help="faces extracted at once (4)")
+    p.add_argument("--batch", type=int, default=64, help="faces per step (64)")
+    p.add_argument("--restart", action="store_true", help="ignore the checkpoint")
+    p.add_argument("--limit", type=int, help="stop after this many faces (a rerun goes on)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (30)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+    def run(args: argparse.Namespace) -> int:
+        if getattr(args, "stack", False) and stack_lookup is not None:
+            problem = stack_lookup(args)
+            if problem:
+                print(f"facegrid regenerate: {problem}", file=sys.stderr)
+                return EXIT_USAGE
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return asyncio.run(_regenerate(args))
+
+    p.set_defaults(func=run)
+
+
+async def _regenerate(args: argparse.Namespace) -> int:
+    import grpc
+    from pymongo import AsyncMongoClient
+
+    from facegrid.gateway.extractor_client import ExtractorClient
+    from facegrid.gateway.reindex.regenerate import RegenerateOptions, Regenerator, summary
+    from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError
+    from facegrid.gateway.settings import GatewaySettings
+    from facegrid.gateway.shards import ChannelPool
+
+    mongo_uri, mongo_db, controlplane = _settings(args)
+    extractor = args.extractor or GatewaySettings.load(getattr(args, "config", None)).extractor
+    try:
+        options = RegenerateOptions(
+            batch=args.batch,
+            parallel=args.parallel,
+            first_id=args.first_id,
+            last_id=args.last_id,
+            every=args.every_other,
+            offset=args.offset,
+            redetect=args.redetect,
+            restart=args.restart,
+            limit=args.limit,
+        )
+    except ValueError as e:
+        print(f"facegrid regenerate: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_uri, serverSelectionTimeoutMS=10_000
+    )
+    channels = ChannelPool()
+    try:
+        async with (
+            grpc.aio.insecure_channel(controlplane) as plane_channel,
+            grpc.aio.insecure_channel(extractor) as extractor_channel,
+        ):
+            regenerator = Regenerator(
+                client,
+                mongo_db,
+                ExtractorClient(extractor_channel, timeout=args.timeout),
+                ControlPlane(plane_channel, args.timeout),
+                Shards(channels, args.timeout),
+                options,
+            )
+            report = await regenerator.run(None if args.quiet else sys.stderr)
+            print(summary(report))
+            return 0 if not report.failed and not report.stopped else EXIT_DIFFERENCES
+    except TopologyError as e:
+        print(f"facegrid regenerate: {e}", file=sys.stderr)
+        return EXIT_SERVICE if e.retry else EXIT_USAGE
+    finally:
+        await channels.close()
+        await client.close()
 
 
 def _settings(args: argparse.Namespace) -> tuple[str, str, str]:
