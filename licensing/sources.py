@@ -125,7 +125,7 @@ def installation_id(folder: Path | None) -> str:
 
 
 def admin_token(folder: Path | None) -> str:
-    return kept_value(folder, "admin-token", secrets.token_urlsafe(24))
+    return kept_value(folder, "admin-token", secrets.token_hex(24))
 
 
 def store(folder: Path, data: bytes, license_id: str) -> Path:

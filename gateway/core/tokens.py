@@ -27,7 +27,11 @@ def new_token(short: bool = False) -> str:
         alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
         raw = "".join(secrets.choice(alphabet) for _ in range(8))
         return f"{raw[:4]}-{raw[4:]}"
-    return secrets.token_urlsafe(24)
+    while True:
+        # Never one starting with `-`: on a command line (`--api-token -x...`) it reads as a flag.
+        token = secrets.token_urlsafe(24)
+        if not token.startswith("-"):
+            return token
 
 
 def parse_authorization(header: str | None) -> str:

@@ -8,7 +8,7 @@ import httpx
 from pymongo import AsyncMongoClient, MongoClient
 
 from facegrid.gateway.adapters import MongoTokenStore, create_token, kept_token
-from facegrid.gateway.core.tokens import token_digest
+from facegrid.gateway.core.tokens import new_token, token_digest
 
 
 def test_the_database_never_holds_a_token(mongo_server: str, mongo_db: str) -> None:
@@ -60,3 +60,9 @@ async def test_a_valid_token_is_remembered_for_a_while(mongo_server: str, mongo_
         assert await store.exists(later)  # a refusal is not remembered
     finally:
         await client.close()
+
+
+def test_tokens_never_start_like_a_command_line_flag() -> None:
+    """`facegrid-video --api-token <token>`: a token starting with `-` would read as a flag
+    (once in 64 tokens, before this was ruled out; found by a failing CI run)."""
+    assert not any(new_token().startswith("-") for _ in range(2000))
