@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from facegrid.operator.core.balance import spread_evenly
 from facegrid.operator.core.placement import InvalidRequest
 
 MAX_SIDE = 65535
@@ -67,26 +68,6 @@ def assign(
     alive = set(workers)
     placed = sorted(ordered, key=lambda c: (current.get(c) not in alive, c))[:room]
     result: dict[str, str | None] = dict.fromkeys(ordered)
-    if not placed:
-        return result
-    held: dict[str, list[str]] = {w: [] for w in workers}
-    loose: list[str] = []
-    for camera in placed:
-        worker = current.get(camera)
-        if worker in held:
-            held[worker].append(camera)
-        else:
-            loose.append(camera)
-    base, extra = divmod(len(placed), len(workers))
-    by_load = sorted(workers, key=lambda w: (-len(held[w]), workers.index(w)))
-    share = {w: base + (1 if rank < extra else 0) for rank, w in enumerate(by_load)}
-    for worker in workers:
-        loose.extend(held[worker][share[worker] :])
-        del held[worker][share[worker] :]
-        for camera in held[worker]:
-            result[camera] = worker
-    free = iter(sorted(loose))
-    for worker in workers:
-        for _ in range(share[worker] - len(held[worker])):
-            result[next(free)] = worker
+    if placed:
+        result.update(spread_evenly(placed, workers, current.get, order=lambda c: c))
     return result

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 # Re-exported: the control planes and their tests take them from here.
+from facegrid.operator.core.balance import spread_evenly
 from facegrid.slots import SLOT_COUNT as SLOT_COUNT
 from facegrid.slots import slot_of as slot_of
 
@@ -108,27 +109,10 @@ def rebalance(owners: Sequence[str | None], shards: Sequence[str]) -> tuple[str,
         raise ValueError("need at least one shard")
     if len(set(shards)) != len(shards):
         raise ValueError(f"shard names repeat: {list(shards)}")
-    held: dict[str, list[int]] = {name: [] for name in shards}
-    loose: list[int] = []
-    for slot, owner in enumerate(owners):
-        if owner in held:
-            held[owner].append(slot)
-        else:
-            loose.append(slot)
-    base, extra = divmod(len(owners), len(shards))
-    by_size = sorted(shards, key=lambda name: (-len(held[name]), shards.index(name)))
-    quota = {name: base + (1 if rank < extra else 0) for rank, name in enumerate(by_size)}
-    result: list[str | None] = list(owners)
-    for name in shards:
-        loose.extend(held[name][quota[name] :])
-        del held[name][quota[name] :]
-    loose.sort()
-    free = iter(loose)
-    for name in shards:
-        for _ in range(quota[name] - len(held[name])):
-            result[next(free)] = name
-    assert all(owner in quota for owner in result)
-    return tuple(name for name in result if name is not None)
+    placed = spread_evenly(
+        range(len(owners)), shards, lambda slot: owners[slot], order=lambda slot: slot
+    )
+    return tuple(placed[slot] for slot in range(len(owners)))
 
 
 def slot_ranges(slots: Iterable[int]) -> str:
