@@ -297,7 +297,7 @@ class ShardRouter:
                 # Mid-reshard, one of the two copies took it: take it back from that one.
                 await asyncio.gather(
                     *(
-                        self._undo(route.gallery, shard, face_id)
+                        self._delete_on(route.gallery, shard, face_id, best_effort=True)
                         for shard, o in zip(writers, outcomes, strict=True)
                         if o is None
                     )
@@ -318,32 +318,31 @@ class ShardRouter:
             raise _shard_error(route.owner(face_id).name, error) from error
         raise error
 
-    async def _undo(self, gallery: str, shard: ShardCopies, face_id: int) -> None:
-        try:
-            await self._channels.stub(shard.primary).Delete(
-                pb.DeleteRequest(gallery=gallery, ids=[face_id]), timeout=self._timeout
-            )
-        except grpc.aio.AioRpcError as e:
-            log.error("could not undo face %d in %s on %s: %s", face_id, gallery, shard.name, e)
-
     async def delete(self, face_id: int, galleries: Sequence[str]) -> None:
         routes = [await self._placements.route(g) for g in galleries]
         await self._delete_in(face_id, routes, best_effort=False)
 
     async def _delete_in(self, face_id: int, routes: list[Route], *, best_effort: bool) -> None:
-        async def delete_from(route: Route, shard: ShardCopies) -> None:
-            try:
-                await self._channels.stub(shard.primary).Delete(
-                    pb.DeleteRequest(gallery=route.gallery, ids=[face_id]), timeout=self._timeout
-                )
-            except grpc.aio.AioRpcError as e:
-                if not best_effort:
-                    raise _shard_error(shard.name, e) from e
-                log.error("could not undo face %d in %s: %s", face_id, route.gallery, e.code())
-
         await asyncio.gather(
-            *(delete_from(r, shard) for r in routes for shard in r.writers(face_id))
+            *(
+                self._delete_on(r.gallery, shard, face_id, best_effort=best_effort)
+                for r in routes
+                for shard in r.writers(face_id)
+            )
         )
+
+    async def _delete_on(
+        self, gallery: str, shard: ShardCopies, face_id: int, *, best_effort: bool
+    ) -> None:
+        """best_effort: undoing a write; a failure is logged, not raised."""
+        try:
+            await self._channels.stub(shard.primary).Delete(
+                pb.DeleteRequest(gallery=gallery, ids=[face_id]), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            if not best_effort:
+                raise _shard_error(shard.name, e) from e
+            log.error("could not undo face %d in %s on %s: %s", face_id, gallery, shard.name, e)
 
     # -- reads rotate over copies ---------------------------------------------------------------
 
