@@ -43,23 +43,8 @@ def add_commands(
         description="Rebuild the shards' vectors from MongoDB (resumable), or with --check "
         "compare the shards with MongoDB and --repair the differences.",
     )
-    p.add_argument(
-        "--config",
-        type=Path,
-        default=argparse.SUPPRESS,
-        help="TOML config file whose [gateway] table names MongoDB and the control plane",
-    )
+    _add_services(p, stack_lookup)
     p.add_argument("--gallery", help="only this gallery (default: every gallery)")
-    p.add_argument("--mongo-uri", help="MongoDB URI (default: the gateway's setting)")
-    p.add_argument("--mongo-db", help="MongoDB database (default: the gateway's setting)")
-    p.add_argument("--controlplane", help="control plane HOST:PORT (default: the gateway's)")
-    if stack_lookup is not None:
-        p.add_argument(
-            "--stack",
-            action="store_true",
-            help="use the MongoDB and control plane of the `facegrid up` stack in --data-dir",
-        )
-        p.add_argument("--data-dir", type=Path, help="the stack's data directory")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per shard call (30)")
     p.add_argument(
         "--pending-grace",
@@ -93,16 +78,47 @@ def add_commands(
         "--sample", type=int, default=1000, help="vectors compared per shard of each gallery (1000)"
     )
 
+    p.set_defaults(func=_after_stack_lookup("reindex", stack_lookup, main))
+    _add_regenerate(sub, stack_lookup)
+
+
+def _add_services(
+    p: argparse.ArgumentParser, stack_lookup: StackLookup | None, *, extractor: bool = False
+) -> None:
+    """Where MongoDB, the control plane (and the extractor) are: the gateway's settings,
+    these flags, or the running one-machine stack."""
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="TOML config file whose [gateway] table names MongoDB and the control plane",
+    )
+    p.add_argument("--mongo-uri", help="MongoDB URI (default: the gateway's setting)")
+    p.add_argument("--mongo-db", help="MongoDB database (default: the gateway's setting)")
+    p.add_argument("--controlplane", help="control plane HOST:PORT (default: the gateway's)")
+    if extractor:
+        p.add_argument("--extractor", help="extractor HOST:PORT (default: the gateway's)")
+    if stack_lookup is not None:
+        p.add_argument(
+            "--stack",
+            action="store_true",
+            help="use the services of the `facegrid up` stack in --data-dir",
+        )
+        p.add_argument("--data-dir", type=Path, help="the stack's data directory")
+
+
+def _after_stack_lookup(
+    command: str, stack_lookup: StackLookup | None, then: Callable[[argparse.Namespace], int]
+) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         if getattr(args, "stack", False) and stack_lookup is not None:
             problem = stack_lookup(args)
             if problem:
-                print(f"facegrid reindex: {problem}", file=sys.stderr)
+                print(f"facegrid {command}: {problem}", file=sys.stderr)
                 return EXIT_USAGE
-        return main(args)
+        return then(args)
 
-    p.set_defaults(func=run)
-    _add_regenerate(sub, stack_lookup)
+    return run
 
 
 def _add_regenerate(
@@ -117,14 +133,7 @@ def _add_regenerate(
         "and write it to the shards and MongoDB. Faces already made by that model are skipped; "
         "a rerun resumes. Run it with enrollments paused: meanwhile a gallery mixes models.",
     )
-    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
-    p.add_argument("--mongo-uri", help="MongoDB URI (default: the gateway's setting)")
-    p.add_argument("--mongo-db", help="MongoDB database (default: the gateway's setting)")
-    p.add_argument("--controlplane", help="control plane HOST:PORT (default: the gateway's)")
-    p.add_argument("--extractor", help="extractor HOST:PORT (default: the gateway's)")
-    if stack_lookup is not None:
-        p.add_argument("--stack", action="store_true", help="use the `facegrid up` stack's")
-        p.add_argument("--data-dir", type=Path, help="the stack's data directory")
+    _add_services(p, stack_lookup, extractor=True)
     p.add_argument("--first-id", type=int, default=1, help="start at this face id (1)")
     p.add_argument("--last-id", type=int, help="stop after this face id")
     p.add_argument(
@@ -143,16 +152,11 @@ def _add_regenerate(
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (30)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
-    def run(args: argparse.Namespace) -> int:
-        if getattr(args, "stack", False) and stack_lookup is not None:
-            problem = stack_lookup(args)
-            if problem:
-                print(f"facegrid regenerate: {problem}", file=sys.stderr)
-                return EXIT_USAGE
+    def regenerate(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         return asyncio.run(_regenerate(args))
 
-    p.set_defaults(func=run)
+    p.set_defaults(func=_after_stack_lookup("regenerate", stack_lookup, regenerate))
 
 
 async def _regenerate(args: argparse.Namespace) -> int:
@@ -162,11 +166,9 @@ async def _regenerate(args: argparse.Namespace) -> int:
     from facegrid.gateway.extractor_client import ExtractorClient
     from facegrid.gateway.reindex.regenerate import RegenerateOptions, Regenerator, summary
     from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError
-    from facegrid.gateway.settings import GatewaySettings
     from facegrid.gateway.shards import ChannelPool
 
-    mongo_uri, mongo_db, controlplane = _settings(args)
-    extractor = args.extractor or GatewaySettings.load(getattr(args, "config", None)).extractor
+    mongo_uri, mongo_db, controlplane, extractor = _settings(args)
     try:
         options = RegenerateOptions(
             batch=args.batch,
@@ -210,7 +212,8 @@ async def _regenerate(args: argparse.Namespace) -> int:
         await client.close()
 
 
-def _settings(args: argparse.Namespace) -> tuple[str, str, str]:
+def _settings(args: argparse.Namespace) -> tuple[str, str, str, str]:
+    """MongoDB URI and database, control plane and extractor: flags over the gateway's."""
     from facegrid.gateway.settings import GatewaySettings
     from facegrid.settings import ConfigError
 
@@ -222,6 +225,7 @@ def _settings(args: argparse.Namespace) -> tuple[str, str, str]:
         args.mongo_uri or settings.mongo_uri,
         args.mongo_db or settings.mongo_db,
         args.controlplane or settings.controlplane,
+        getattr(args, "extractor", None) or settings.extractor,
     )
 
 
@@ -234,7 +238,7 @@ async def _run(args: argparse.Namespace) -> int:
     from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError
     from facegrid.gateway.shards import ChannelPool
 
-    mongo_uri, mongo_db, controlplane = _settings(args)
+    mongo_uri, mongo_db, controlplane, _ = _settings(args)
     out = None if args.quiet else sys.stderr
     try:
         rebuild_options = rebuild.RebuildOptions(
