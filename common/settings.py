@@ -57,6 +57,10 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 """A list given as `a,b,c` in an environment variable, or as an array in TOML."""
 
 
+HostPorts = Annotated[CommaList, AfterValidator(lambda v: [_check_host_port(a) for a in v])]
+"""Addresses given as `host1:port1,host2:port2`."""
+
+
 def _check_networks(value: list[str]) -> list[str]:
     for entry in value:
         ipaddress.ip_network(entry, strict=False)  # its ValueError names the bad entry

@@ -51,6 +51,14 @@ class ExtractorClient:
                 raise LicenceError(f"extractor: {e.details()}") from e
             raise ServiceUnavailable(f"extractor: {e.code().name} {e.details()}") from e
 
+    async def model(self) -> str:
+        response = await self._call("GetModelInfo", pb.ModelInfoRequest())
+        assert isinstance(response, pb.ModelInfoResponse)
+        for entry in response.models:
+            if entry.task == "facen":
+                return f"{entry.name}@{response.bundle_version}"
+        raise ServiceUnavailable("extractor: no face vector model is installed")
+
     async def detect(self, photo: bytes, roi: BBox | None = None) -> list[Detection]:
         request = pb.DetectRequest(images=[pb.Image(data=photo)])
         if roi is not None:

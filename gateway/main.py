@@ -28,8 +28,10 @@ from facegrid.gateway.adapters import (
 from facegrid.gateway.app import Backends, create_app
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.core.indexes import Models
 from facegrid.gateway.core.persons import PersonPolicy
 from facegrid.gateway.extractor_client import ExtractorClient
+from facegrid.gateway.index_plans import MongoIndexPlans
 from facegrid.gateway.licensed import LicensedCount
 from facegrid.gateway.live import MongoWebhookStore, RedisEventBus, WebhookDispatcher
 from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore, MongoHistoryStore
@@ -115,11 +117,18 @@ async def serve(settings: GatewaySettings) -> None:
         grace=settings.license_grace,
     )
     face_quota = LicensedCount(licence, "faces", store.count_active)
+    extractor = ExtractorClient(channels["extractor"], settings.call_timeout)
+    extra_channels = [grpc.aio.insecure_channel(a) for a in settings.extra_extractors]
+    models = Models(
+        extractor,
+        [ExtractorClient(c, settings.call_timeout) for c in extra_channels],
+        MongoIndexPlans(mongo, settings.mongo_db, refresh=settings.index_refresh),
+    )
     backends = Backends(
         galleries=galleries,
         tokens=MongoTokenStore(mongo, settings.mongo_db),
         faces=Faces(
-            ExtractorClient(channels["extractor"], settings.call_timeout),
+            extractor,
             index,
             store,
             media,
@@ -129,6 +138,7 @@ async def serve(settings: GatewaySettings) -> None:
             bus=bus,
             public_url=settings.public_url,
             quota=face_quota,
+            models=models,
         ),
         cameras=cameras,
         camera_quota=LicensedCount(licence, "cameras", camera_count),
@@ -171,7 +181,7 @@ async def serve(settings: GatewaySettings) -> None:
         await asyncio.gather(watcher, delivering, licensing, return_exceptions=True)
         await stream_redis.aclose()
         await shard_channels.close()
-        for channel in channels.values():
+        for channel in [*channels.values(), *extra_channels]:
             await channel.close()
         await redis.aclose()
         await mongo.close()

@@ -17,6 +17,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, Wri
 from pymongo.errors import PyMongoError
 
 from facegrid.gateway.core.errors import ServiceUnavailable
+from facegrid.gateway.core.indexes import model_key
 from facegrid.gateway.core.model import Attributes, BBox, Face
 from facegrid.gateway.core.persons import Event, HistoryQuery, Person
 from facegrid.gateway.core.ports import MetaSummary, NewFace
@@ -27,6 +28,8 @@ ACTIVE = "active"
 PENDING = "pending"
 
 Doc = dict[str, Any]
+# What face reads leave out: the vectors, which only the index needs.
+_NO_VECTORS = {"facen": 0, "vectors": 0}
 
 
 def _face(doc: Doc) -> Face:
@@ -77,6 +80,8 @@ def _doc(new: NewFace) -> Doc:
         "facen": Binary(new.facen),
         **face.extra,
     }
+    if new.vectors:
+        doc["vectors"] = {model_key(m): Binary(v) for m, v in new.vectors.items()}
     if face.person_id is not None:
         doc["person_id"] = face.person_id
     if face.cam_id is not None:
@@ -166,14 +171,20 @@ class MongoFaceStore:
         doc = await _call(self._faces.find_one({"_id": face_id, "state": ACTIVE}))
         return _face(doc) if doc else None
 
-    async def facen(self, face_id: int) -> bytes | None:
-        doc = await _call(self._faces.find_one({"_id": face_id}, {"facen": 1}))
-        return bytes(doc["facen"]) if doc and "facen" in doc else None
+    async def vector(self, face_id: int, model: str) -> bytes | None:
+        key = f"vectors.{model_key(model)}"
+        doc = await _call(self._faces.find_one({"_id": face_id}, {"facen": 1, "model": 1, key: 1}))
+        if doc is None:
+            return None
+        if doc.get("model") == model and "facen" in doc:
+            return bytes(doc["facen"])
+        other = doc.get("vectors", {}).get(model_key(model))
+        return bytes(other) if other is not None else None
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Face]:
         if not ids:
             return {}
-        cursor = self._faces.find({"_id": {"$in": list(ids)}, "state": ACTIVE}, {"facen": 0})
+        cursor = self._faces.find({"_id": {"$in": list(ids)}, "state": ACTIVE}, _NO_VECTORS)
         return {int(d["_id"]): _face(d) for d in await _docs(cursor)}
 
     async def update(
@@ -197,7 +208,7 @@ class MongoFaceStore:
             self._faces.find_one_and_update(
                 {"_id": face_id, "state": ACTIVE},
                 {"$set": changes},
-                projection={"facen": 0},
+                projection=_NO_VECTORS,
                 return_document=ReturnDocument.AFTER,
             )
         )
@@ -217,7 +228,7 @@ class MongoFaceStore:
         while len(found) < limit and high > 1:
             low = max(high - window, 1)
             bounded = {**_listed(gallery), "_id": {"$gte": low, "$lt": high}}
-            cursor = self._faces.find(bounded, {"facen": 0}).sort("_id", DESCENDING)
+            cursor = self._faces.find(bounded, _NO_VECTORS).sort("_id", DESCENDING)
             found += await _docs(cursor.limit(limit - len(found)))
             high, window = low, window * 2
         return [_face(d) for d in found]
@@ -249,7 +260,7 @@ class MongoFaceStore:
         query: Doc = {"state": ACTIVE, "meta": meta}
         if gallery is not None:
             query["galleries"] = gallery
-        cursor = self._faces.find(query, {"facen": 0}).sort("_id", ASCENDING)
+        cursor = self._faces.find(query, _NO_VECTORS).sort("_id", ASCENDING)
         return [_face(d) for d in await _docs(cursor)]
 
     async def metas(self, gallery: str | None) -> list[MetaSummary]:
@@ -271,7 +282,7 @@ class MongoFaceStore:
 
     async def by_person(self, person_id: int) -> list[Face]:
         query = {"state": ACTIVE, "person_id": person_id}
-        cursor = self._faces.find(query, {"facen": 0}).sort("_id", ASCENDING)
+        cursor = self._faces.find(query, _NO_VECTORS).sort("_id", ASCENDING)
         return [_face(d) for d in await _docs(cursor)]
 
     async def set_friend(self, face_id: int, friend: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from facegrid.settings import HostPort, Networks, ServiceSettings
+from facegrid.settings import HostPort, HostPorts, Networks, ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
@@ -17,6 +17,19 @@ class GatewaySettings(ServiceSettings):
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
     controlplane: HostPort = Field("127.0.0.1:50050", description="ControlPlane gRPC address")
     extractor: HostPort = Field("127.0.0.1:18665", description="Extractor gRPC address")
+    extra_extractors: HostPorts = Field(
+        default_factory=list,
+        description=(
+            "extractors serving other models (comma-separated gRPC addresses), for galleries "
+            "a model migration builds or has switched to another model"
+        ),
+    )
+    index_refresh: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="seconds a gateway keeps the galleries' index plans before reading them again",
+    )
     licensing: HostPort = Field("127.0.0.1:3133", description="Licensing gRPC address")
     license_grace: float = Field(
         300.0,

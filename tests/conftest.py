@@ -192,6 +192,11 @@ def model_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def extractor_address(model_bundle: Path) -> Iterator[str]:
     """A real `facegrid-extractor` process with the real models, for the whole session."""
+    yield from serve_extractor(model_bundle)
+
+
+def serve_extractor(model_bundle: Path) -> Iterator[str]:
+    """Run `facegrid-extractor` on the bundle; yields its address while it runs."""
     listen = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
     process = subprocess.Popen(

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from facegrid import confidence
-from facegrid.gateway.core.errors import ApiError, BadParam, NotFound
+from facegrid.gateway.core.errors import ApiError, BadParam, NotFound, ServiceUnavailable
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.core.indexes import GalleryIndexes, Models
 from facegrid.gateway.core.live import EventBus, event_body
 from facegrid.gateway.core.model import DEFAULT_GALLERY, BBox, Face
 from facegrid.gateway.core.persons import (
@@ -169,11 +170,14 @@ class Faces:
         bus: EventBus | None = None,
         public_url: str = "",
         quota: Quota | None = None,
+        models: Models | None = None,
     ) -> None:
         """bus: where history events are published (None: not published); public_url: the
         gateway's address as clients see it, for absolute media URLs in published events;
-        quota: the licence's faces limit (None: unlimited)."""
+        quota: the licence's faces limit (None: unlimited); models: the extractors of other
+        models and the galleries' index plans (None: one model, every gallery its own index)."""
         self._extractor = extractor
+        self._models = models or Models(extractor)
         self._index = index
         self._store = store
         self._media = media
@@ -205,7 +209,9 @@ class Faces:
         wanted: Wanted,
         *,
         trust_boxes: bool = False,
+        extractor: Extractor | None = None,
     ) -> Extracted:
+        """extractor: the one whose model the vectors must be of (the default one if None)."""
         if bboxes and trust_boxes:
             photo_format(photo)
             chosen = [Detection(b, 1.0, 0.0) for b in bboxes]
@@ -213,7 +219,7 @@ class Faces:
             chosen = select(await self.detect(photo, bboxes), mf_selector)
         if not chosen:
             return Extracted("", [])
-        return await self._extractor.extract(photo.data, chosen, wanted)
+        return await (extractor or self._extractor).extract(photo.data, chosen, wanted)
 
     async def analyse(self, photo: Photo, wanted: Wanted) -> list[Extraction] | list[Detection]:
         """/detect: boxes, with gender, age and emotions when asked (v1)."""
@@ -255,13 +261,16 @@ class Faces:
         strict: bool,
         mf_selector: str,
     ) -> Identified:
-        extracted = await self._faces_on(photo, bboxes, mf_selector, Wanted())
+        # The query vectors are of the model the gallery's active index holds.
+        active = (await self._models.plan(gallery)).active
+        extractor = await self._models.require(active.model, gallery)
+        extracted = await self._faces_on(photo, bboxes, mf_selector, Wanted(), extractor=extractor)
         max_distance = confidence.distance_for(threshold)
         limit = 0.0 if max_distance == float("inf") else max_distance
         results: list[tuple[BBox, list[Match]]] = []
         live, total = [], []
         for face in extracted.faces:
-            outcome = await self._index.search(gallery, face.facen, n, limit, strict=strict)
+            outcome = await self._index.search(active.index, face.facen, n, limit, strict=strict)
             live.append(outcome.live)
             total.append(outcome.total)
             records = await self._store.get_many([i for i, _ in outcome.hits])
@@ -310,12 +319,17 @@ class Faces:
         persons: list[int | None] = [None] * len(ids)
         hidden: tuple[str, ...] = ()
         if cam_id is not None and self.policy.identify:
-            gallery = self.policy.gallery_for(cam_id)
-            await self._galleries.ensure_internal(gallery)
-            persons = [await self._person_for(gallery, f.facen, meta) for f in extracted.faces]
-            hidden = (gallery,)
+            hidden = (self.policy.gallery_for(cam_id),)
+            await self._galleries.ensure_internal(hidden[0])
+        plans = [await self._models.plan(g) for g in (*galleries, *hidden)]
+        vectors = [await self._vectors(f, extracted.model, plans) for f in extracted.faces]
+        if hidden:
+            active = plans[-1].active
+            persons = [await self._person_for(active.index, v[active.model], meta) for v in vectors]
         new_faces = []
-        for face_id, face, person_id in zip(ids, extracted.faces, persons, strict=True):
+        for face_id, face, person_id, facens in zip(
+            ids, extracted.faces, persons, vectors, strict=True
+        ):
             normalized = ""
             if face.normalized:
                 normalized = await self._media.put(
@@ -342,28 +356,57 @@ class Faces:
                     **({"detector_params": detector_params} if detector_params else {}),
                 },
             )
-            new_faces.append(NewFace(record, face.facen))
+            others = {m: v for m, v in facens.items() if m != extracted.model}
+            new_faces.append(NewFace(record, face.facen, vectors=others))
         await self._store.insert_pending(new_faces)
-        added: list[Face] = []
+        added: list[tuple[int, list[str]]] = []
         try:
-            for new in new_faces:
-                await self._index.add(new.face.id, new.facen, new.face.index_galleries)
-                added.append(new.face)
+            for new, facens in zip(new_faces, vectors, strict=True):
+                for model, indexes in _indexes_by_model(plans, facens).items():
+                    added.append((new.face.id, indexes))
+                    await self._index.add(new.face.id, facens[model], indexes)
         except BaseException:
             await asyncio.gather(
-                *(self._index.delete(f.id, f.index_galleries) for f in added),
+                *(self._index.delete(face_id, indexes) for face_id, indexes in added),
                 return_exceptions=True,
             )
             await self._store.remove(ids)
             raise
+        await self._models.record(plans)
         await self._store.activate(ids)
         if cam_id is None:
             return [n.face for n in new_faces]
         return [await self._record_event(n.face) for n in new_faces]
 
-    async def _person_for(self, gallery: str, facen: bytes, meta: str) -> int:
+    async def _vectors(
+        self, face: Extraction, model: str, plans: Sequence[GalleryIndexes]
+    ) -> dict[str, bytes]:
+        """The face's vector of each model its galleries' indexes hold, by model. Another
+        model's vector comes from the aligned face. A shadow index whose model no extractor here
+        serves is left out (the migration catches up on it); a gallery's active one is not."""
+        vectors = {model: face.facen}
+        for plan in plans:
+            for written in plan.written:
+                if written.model in vectors:
+                    continue
+                if written is plan.active:
+                    extractor = await self._models.require(written.model, plan.gallery)
+                else:
+                    found = await self._models.extractor(written.model)
+                    if found is None:
+                        continue
+                    extractor = found
+                other = await extractor.extract_chip(face.normalized, Wanted())
+                if not other.faces or other.model != written.model:
+                    raise ServiceUnavailable(
+                        f"the extractor of model {written.model} made no vector of the face"
+                    )
+                vectors[written.model] = other.faces[0].facen
+        return vectors
+
+    async def _person_for(self, index: str, facen: bytes, meta: str) -> int:
         """The person of the most similar face seen before, or a new person."""
-        outcome = await self._index.search(gallery, facen, 1, self.policy.max_distance)
+        outcome = await self._index.search(index, facen, 1, self.policy.max_distance)
         if outcome.hits:
             reference = await self._store.get_many([outcome.hits[0][0]])
             face = reference.get(outcome.hits[0][0])
@@ -445,14 +488,10 @@ class Faces:
             new_galleries = _gallery_change(list(face.galleries), galleries)
             added = [g for g in new_galleries if g not in face.galleries]
             removed = [g for g in face.galleries if g not in new_galleries]
-            if added or removed:
-                facen = await self._store.facen(face_id)
-                if facen is None:
-                    raise NotFound(f"face {face_id} has no stored vector")
-                if added:
-                    await self._index.add(face_id, facen, added)
-                if removed:
-                    await self._index.delete(face_id, removed)
+            if added:
+                await self._add_to(face_id, added)
+            if removed:
+                await self._index.delete(face_id, await self._indexes_of(removed))
         updated = await self._store.update(
             face_id, meta=meta, person_id=person_id, galleries=new_galleries
         )
@@ -460,9 +499,43 @@ class Faces:
             raise NotFound(f"face {face_id} does not exist", param="id", value=face_id)
         return updated
 
+    async def _add_to(self, face_id: int, galleries: Sequence[str]) -> None:
+        """Index a stored face in more galleries, with the stored vectors of their models."""
+        plans = [await self._models.plan(g) for g in galleries]
+        facens: dict[str, bytes] = {}
+        for plan in plans:
+            for written in plan.written:
+                if written.model in facens:
+                    continue
+                vector = await self._store.vector(face_id, written.model)
+                if vector is not None:
+                    facens[written.model] = vector
+                elif written is plan.active:
+                    raise ServiceUnavailable(
+                        f"face {face_id} has no vector of model {written.model}, which gallery "
+                        f"{plan.gallery!r} is served by: run `facegrid migrate` for the gallery"
+                    )
+        done: list[list[str]] = []
+        try:
+            for model, indexes in _indexes_by_model(plans, facens).items():
+                done.append(indexes)
+                await self._index.add(face_id, facens[model], indexes)
+        except BaseException:
+            await asyncio.gather(
+                *(self._index.delete(face_id, indexes) for indexes in done),
+                return_exceptions=True,
+            )
+            raise
+        await self._models.record(plans)
+
+    async def _indexes_of(self, galleries: Sequence[str]) -> list[str]:
+        """Every index the galleries' faces are written to."""
+        plans = [await self._models.plan(g) for g in galleries]
+        return list(dict.fromkeys(w.index for p in plans for w in p.written))
+
     async def delete(self, face_id: int) -> None:
         face = await self.get(face_id)
-        await self._index.delete(face_id, face.index_galleries)
+        await self._index.delete(face_id, await self._indexes_of(face.index_galleries))
         await self._store.remove([face_id])
 
     async def page(
@@ -482,8 +555,24 @@ class Faces:
         return await self._store.metas(gallery)
 
     async def forget_gallery(self, gallery: str) -> None:
-        """After a gallery is deleted: its name leaves every face's list."""
+        """After a gallery is deleted: its name leaves every face's list, and the indexes a
+        migration made for it go too."""
+        for index in await self._models.forget(gallery):
+            await self._galleries.delete_internal(index)
         await self._store.drop_gallery(gallery)
+
+
+def _indexes_by_model(
+    plans: Sequence[GalleryIndexes], facens: dict[str, bytes]
+) -> dict[str, list[str]]:
+    """The indexes to write each vector to: every written index of a model there is a vector
+    of (plans ask for at most one vector per model)."""
+    by_model: dict[str, list[str]] = {}
+    for plan in plans:
+        for written in plan.written:
+            if written.model in facens and written.index not in by_model.get(written.model, []):
+                by_model.setdefault(written.model, []).append(written.index)
+    return by_model
 
 
 def _with_box(face: Extraction, box: BBox) -> Extraction:

@@ -6,7 +6,7 @@ import contextlib
 import re
 from typing import Protocol
 
-from facegrid.gateway.core.errors import AlreadyExists, BadParam
+from facegrid.gateway.core.errors import AlreadyExists, BadParam, NotFound
 from facegrid.gateway.core.persons import INTERNAL_PREFIX, is_internal
 
 _GALLERY_NAME = re.compile(r"[a-zA-Z0-9_-]{1,48}")
@@ -50,6 +50,12 @@ class Galleries:
         assert is_internal(name)
         with contextlib.suppress(AlreadyExists):
             await self._directory.create_gallery(name)
+
+    async def delete_internal(self, name: str) -> None:
+        """Delete one of the gateway's own galleries (gone already is fine)."""
+        assert is_internal(name)
+        with contextlib.suppress(NotFound):
+            await self._directory.delete_gallery(name)
 
     async def create(self, name: str) -> None:
         await self._directory.create_gallery(check_gallery_name(name))

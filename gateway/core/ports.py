@@ -48,6 +48,10 @@ class Extracted:
 
 
 class Extractor(Protocol):
+    async def model(self) -> str:
+        """The model its vectors come from, as Extracted.model names it."""
+        ...
+
     async def detect(self, photo: bytes, roi: BBox | None = None) -> list[Detection]: ...
 
     async def extract(
@@ -92,6 +96,8 @@ class NewFace:
     face: Face
     facen: bytes
     extra: dict[str, object] = field(default_factory=dict)
+    # Vectors of other models than face.model (for indexes a model migration builds), by model.
+    vectors: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,9 @@ class FaceStore(Protocol):
 
     async def get(self, face_id: int) -> Face | None: ...
 
-    async def facen(self, face_id: int) -> bytes | None: ...
+    async def vector(self, face_id: int, model: str) -> bytes | None:
+        """The face's vector of the model, if it has one."""
+        ...
 
     async def get_many(self, ids: Sequence[int]) -> dict[int, Face]: ...
 

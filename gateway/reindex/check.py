@@ -119,7 +119,7 @@ async def _compare_sample(
 ) -> list[int]:
     if not ids:
         return []
-    stored = await records.vectors_of(ids)
+    stored = await records.vectors_of(ids, index=gallery)
     return _differing(stored, await shards.vectors(shard, gallery, ids))
 
 
@@ -157,7 +157,7 @@ async def _repair_shard(
 ) -> None:
     wanted = [int(i) for i in diff.missing] + diff.mismatched
     if wanted:
-        stored = await records.vectors_of(wanted, active_only=True)
+        stored = await records.vectors_of(wanted, active_only=True, index=gallery)
         diff.unrepaired += [(i, "no stored vector") for i in wanted if not stored.get(i)]
         ids = [i for i in wanted if stored.get(i)]
         for start in range(0, len(ids), 500):
@@ -218,6 +218,7 @@ async def check(
 ) -> CheckReport:
     started = time.monotonic()
     rng = random.Random(options.seed)
+    await records.reload_sources()
     routes = await plane.routes(options.gallery)
     pending_seen = await records.pending(options.gallery)
     seen_at = time.monotonic()

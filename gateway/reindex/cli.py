@@ -1,9 +1,10 @@
-"""The `facegrid reindex` subcommand (the seed's mongo2searchapi), and `facegrid regenerate`
-(the seed's findface-regenerate).
+"""The `facegrid reindex` subcommand (the seed's mongo2searchapi), `facegrid regenerate`
+(the seed's findface-regenerate) and `facegrid migrate` (zero-downtime model migration).
 
     facegrid reindex [--gallery G] [--batch 500] [--restart] [--drop]
     facegrid reindex --check [--gallery G] [--vectors | --sample N] [--repair]
     facegrid regenerate [--redetect] [--first-id A] [--last-id B] [--every-other N --offset K]
+    facegrid migrate run|status|confirm|rollback|abort --extractor NEW [--gallery G]
 
 MongoDB and the control plane are found as the gateway finds them (FACEGRID_GATEWAY_MONGO_URI,
 ..._MONGO_DB, ..._CONTROLPLANE, or the [gateway] table of --config), unless the flags say
@@ -80,6 +81,7 @@ def add_commands(
 
     p.set_defaults(func=_after_stack_lookup("reindex", stack_lookup, main))
     _add_regenerate(sub, stack_lookup)
+    _add_migrate(sub, stack_lookup)
 
 
 def _add_services(
@@ -207,6 +209,114 @@ async def _regenerate(args: argparse.Namespace) -> int:
     except TopologyError as e:
         print(f"facegrid regenerate: {e}", file=sys.stderr)
         return EXIT_SERVICE if e.retry else EXIT_USAGE
+    finally:
+        await channels.close()
+        await client.close()
+
+
+def _add_migrate(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    stack_lookup: StackLookup | None,
+) -> None:
+    p = sub.add_parser(
+        "migrate",
+        help="move galleries to another model while they stay searchable",
+        description="Zero-downtime model migration. `run` builds each gallery's faces into a "
+        "shadow index with the model of --extractor while the old index serves, then switches "
+        "the gallery to it in one step (resumable). `status` shows each gallery's model and "
+        "stage; `confirm` drops the old indexes of switched galleries; `rollback` switches "
+        "them back (nothing is lost: the old index is kept current until confirmed); `abort` "
+        "drops unswitched shadows. Give the gateways an extractor of the new model "
+        "(FACEGRID_GATEWAY_EXTRA_EXTRACTORS) before switching.",
+    )
+    p.add_argument("action", choices=("run", "status", "confirm", "rollback", "abort"))
+    _add_services(p, stack_lookup, extractor=True)
+    p.add_argument(
+        "--gallery", action="append", default=[], help="only this gallery (repeatable; all)"
+    )
+    p.add_argument(
+        "--no-switch", action="store_true", help="build the shadows, leave the switch for later"
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds to wait after each plan change, longer than the gateways' "
+        "FACEGRID_GATEWAY_INDEX_REFRESH (3)",
+    )
+    p.add_argument("--parallel", type=int, default=4, help="faces extracted at once (4)")
+    p.add_argument("--batch", type=int, default=64, help="faces per step (64)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (30)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+    def migrate(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return asyncio.run(_migrate(args))
+
+    p.set_defaults(func=_after_stack_lookup("migrate", stack_lookup, migrate))
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    import grpc
+    from pymongo import AsyncMongoClient
+    from pymongo.errors import PyMongoError
+
+    from facegrid.gateway.core.errors import ApiError
+    from facegrid.gateway.extractor_client import ExtractorClient
+    from facegrid.gateway.reindex.migrate import (
+        MigrateOptions,
+        MigrationError,
+        Migrator,
+        summary,
+    )
+    from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError
+    from facegrid.gateway.shards import ChannelPool
+
+    mongo_uri, mongo_db, controlplane, extractor = _settings(args)
+    try:
+        options = MigrateOptions(
+            galleries=tuple(args.gallery),
+            batch=args.batch,
+            parallel=args.parallel,
+            settle=args.settle,
+            switch=not args.no_switch,
+        )
+    except ValueError as e:
+        print(f"facegrid migrate: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_uri, serverSelectionTimeoutMS=10_000, tz_aware=True
+    )
+    channels = ChannelPool()
+    try:
+        async with (
+            grpc.aio.insecure_channel(controlplane) as plane_channel,
+            grpc.aio.insecure_channel(extractor) as extractor_channel,
+        ):
+            migrator = Migrator(
+                client,
+                mongo_db,
+                ExtractorClient(extractor_channel, timeout=args.timeout),
+                ControlPlane(plane_channel, args.timeout),
+                Shards(channels, args.timeout),
+                options,
+            )
+            if args.action == "status":
+                print("\n".join(await migrator.status()) or "no gallery has an index plan yet")
+                return 0
+            if args.action in ("confirm", "rollback", "abort"):
+                done = await getattr(migrator, args.action)()
+                print(f"{args.action}: {', '.join(done) or 'no gallery to ' + args.action}")
+                return 0
+            report = await migrator.run(None if args.quiet else sys.stderr)
+            print(summary(report))
+            return 0 if report.succeeded else EXIT_DIFFERENCES
+    except TopologyError as e:
+        print(f"facegrid migrate: {e}", file=sys.stderr)
+        return EXIT_SERVICE if e.retry else EXIT_USAGE
+    except (MigrationError, ApiError, PyMongoError) as e:
+        print(f"facegrid migrate: {e}", file=sys.stderr)
+        return EXIT_SERVICE
     finally:
         await channels.close()
         await client.close()

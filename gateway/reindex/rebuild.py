@@ -187,6 +187,7 @@ async def rebuild(
 ) -> RebuildReport:
     """Rebuild every gallery (or options.gallery); `out` gets the progress lines."""
     started = time.monotonic()
+    await records.reload_sources()
     routes = await plane.routes(options.gallery)
     if options.restart:
         await records.clear_checkpoints([r.gallery for r in routes])

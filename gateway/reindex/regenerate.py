@@ -9,8 +9,9 @@ a checkpoint (last id done, per `every`/`offset` split) makes it skip even the r
 
 Shards are written before MongoDB: a crash in between leaves MongoDB naming the old model, so
 the face is done again, never left with a vector of one model recorded as the other's. While it
-runs, a gallery holds vectors of both models: run it with enrollments paused (the zero-downtime
-migration is another tool).
+runs, a gallery holds vectors of both models: run it with enrollments paused. `facegrid migrate`
+does the same without stopping anything; once a gallery has been migrated (its index is another
+than its name), regenerate refuses to run, since it writes to the galleries' own indexes.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from facegrid.gateway.core.errors import ApiError
 from facegrid.gateway.core.model import BBox
 from facegrid.gateway.core.ports import Wanted
 from facegrid.gateway.extractor_client import ExtractorClient
+from facegrid.gateway.index_plans import COLLECTION
 from facegrid.gateway.mongo import ACTIVE, MEDIA_PREFIX, GridFsMedia
 from facegrid.gateway.reindex.progress import Progress
-from facegrid.gateway.reindex.topology import ControlPlane, Shards, route_ids
+from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError, route_ids
 
 Doc = dict[str, Any]
 CHECKPOINTS = "regenerate_checkpoints"
@@ -89,6 +91,7 @@ class Regenerator:
     ) -> None:
         self._faces = client[db]["faces"]
         self._checkpoints = client[db][CHECKPOINTS]
+        self._plans = client[db][COLLECTION]
         self._media = GridFsMedia(client, db)
         self._extractor = extractor
         self._plane = plane
@@ -97,6 +100,13 @@ class Regenerator:
         self._key = f"{options.every}:{options.offset}"
 
     async def run(self, out: TextIO | None = None) -> RegenerateReport:
+        async for plan in self._plans.find({}):
+            if plan.get("shadow") or plan.get("previous") or plan["active"]["index"] != plan["_id"]:
+                raise TopologyError(
+                    f"gallery {plan['_id']!r} is being or was migrated to another index: "
+                    "use `facegrid migrate`",
+                    retry=False,
+                )
         o = self._options
         report = RegenerateReport()
         started = time.monotonic()

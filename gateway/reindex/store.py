@@ -1,6 +1,12 @@
 """What reindexing reads from and writes to MongoDB: the gateway's face records, and its own
 checkpoints.
 
+Reindexing works on indexes, the control plane's galleries. What an index should hold comes
+from the galleries' index plans (`facegrid.gateway.index_plans`): the active faces of the
+gallery it serves, with their vectors of its model. An index no plan names holds its own
+gallery's faces with the vectors they were stored with; a migration's index no plan names any
+more, or a gallery's own index after its migration was confirmed, should hold nothing.
+
 Face ids come from a counter, so they are dense: every read is a window on `_id`, walked upward
 in growing steps, which the one-machine stand-in answers without sorting the whole collection
 (the same reason as `MongoFaceStore.page`).
@@ -17,7 +23,9 @@ import numpy as np
 from pymongo import AsyncMongoClient, WriteConcern
 from pymongo.errors import PyMongoError
 
+from facegrid.gateway.core.indexes import SHADOW_PREFIX, model_key
 from facegrid.gateway.core.persons import is_internal
+from facegrid.gateway.index_plans import COLLECTION, plan_of
 from facegrid.gateway.mongo import ACTIVE, PENDING
 
 Doc = dict[str, Any]
@@ -48,7 +56,41 @@ class Checkpoint:
 @dataclass(frozen=True)
 class PendingFace:
     id: int
+    # The indexes its vectors may have reached: every index written for its galleries.
     galleries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IndexSource:
+    """What an index should hold: the active faces of `gallery` (None: nothing at all), with
+    their vectors of `model` ("": the vector each was stored with)."""
+
+    index: str
+    gallery: str | None
+    model: str = ""
+
+    def vector(self, doc: Doc) -> bytes:
+        """The face's vector for this index (b"" when it has none)."""
+        if not self.model or doc.get("model") == self.model:
+            return bytes(doc.get("facen") or b"")
+        return bytes(doc.get("vectors", {}).get(model_key(self.model)) or b"")
+
+    @property
+    def projection(self) -> Doc:
+        if not self.model:
+            return {"facen": 1}
+        return {"facen": 1, "model": 1, f"vectors.{model_key(self.model)}": 1}
+
+
+async def index_sources(plans: Any) -> dict[str, IndexSource]:
+    """The sources the galleries' index plans name, by index."""
+    sources: dict[str, IndexSource] = {}
+    async for doc in plans.find({}):
+        plan = plan_of(doc)
+        for written in plan.written:
+            sources[written.index] = IndexSource(written.index, plan.gallery, written.model)
+        sources.setdefault(plan.gallery, IndexSource(plan.gallery, None))
+    return sources
 
 
 def gallery_field(gallery: str) -> str:
@@ -64,12 +106,47 @@ class FaceRecords:
         self._checkpoints = client[db].get_collection(
             CHECKPOINTS, write_concern=WriteConcern(w=1, j=True)
         )
+        self._plans = client[db][COLLECTION]
+        self._sources: dict[str, IndexSource] | None = None
 
     async def _run(self, operation: Any) -> Any:
         try:
             return await operation
         except PyMongoError as e:
             raise StoreError(f"MongoDB: {e}") from e
+
+    # -- what indexes hold -----------------------------------------------------------------------
+
+    async def reload_sources(self) -> None:
+        self._sources = await self._run(index_sources(self._plans))
+
+    async def source(self, index: str) -> IndexSource:
+        if self._sources is None:
+            await self.reload_sources()
+        assert self._sources is not None
+        known = self._sources.get(index)
+        if known is not None:
+            return known
+        # Unplanned: a gallery's own index, or a migration's that no plan names any more.
+        return IndexSource(index, None if index.startswith(SHADOW_PREFIX) else index)
+
+    async def _active(self, index: str) -> tuple[Doc, IndexSource]:
+        """The query for the faces the index should hold, and its source."""
+        source = await self.source(index)
+        if source.gallery is None:
+            return {"state": "none"}, source  # matches nothing (reads set their own _id)
+        return {gallery_field(source.gallery): source.gallery, "state": ACTIVE}, source
+
+    async def indexes_of(self, galleries: Sequence[str]) -> tuple[str, ...]:
+        """Every index the galleries' faces are written to."""
+        if self._sources is None:
+            await self.reload_sources()
+        assert self._sources is not None
+        found: list[str] = []
+        for gallery in galleries:
+            planned = [i for i, s in self._sources.items() if s.gallery == gallery]
+            found += planned if gallery in self._sources else [gallery]
+        return tuple(dict.fromkeys(found))
 
     # -- faces ----------------------------------------------------------------------------------
 
@@ -78,7 +155,8 @@ class FaceRecords:
         return int(counter["seq"]) if counter else 0
 
     async def count(self, gallery: str, *, up_to: int | None = None) -> int:
-        query: Doc = {gallery_field(gallery): gallery, "state": ACTIVE}
+        """The faces the index (named `gallery`, as all here) should hold."""
+        query, _ = await self._active(gallery)
         if up_to is not None:
             query["_id"] = {"$lte": up_to}
         count: int = await self._run(self._faces.count_documents(query))
@@ -102,13 +180,15 @@ class FaceRecords:
 
     async def vectors_after(self, gallery: str, after: int, limit: int) -> FaceVectors:
         """The next limit active faces of the gallery with ids above `after`."""
-        query = {gallery_field(gallery): gallery, "state": ACTIVE}
-        docs = await self._window_after(query, after, limit, {"facen": 1})
-        return _face_vectors(docs)
+        query, source = await self._active(gallery)
+        docs = await self._window_after(query, after, limit, source.projection)
+        return FaceVectors(
+            np.array([int(d["_id"]) for d in docs], np.uint64), [source.vector(d) for d in docs]
+        )
 
     async def ids(self, gallery: str, *, page: int = 20_000) -> np.ndarray:
         """Every active face id of the gallery, ascending."""
-        query = {gallery_field(gallery): gallery, "state": ACTIVE}
+        query, _ = await self._active(gallery)
         chunks, after = [], 0
         while True:
             docs = await self._window_after(query, after, page, {"_id": 1})
@@ -119,30 +199,33 @@ class FaceRecords:
         return np.concatenate(chunks) if chunks else np.empty(0, np.uint64)
 
     async def vectors_of(
-        self, ids: Sequence[int], *, active_only: bool = False
+        self, ids: Sequence[int], *, active_only: bool = False, index: str = ""
     ) -> dict[int, bytes]:
-        """The stored vectors of these faces (only of active ones if active_only)."""
+        """The stored vectors of these faces (only of active ones if active_only), of the
+        index's model (the vectors they were stored with if no index is named)."""
+        source = await self.source(index) if index else IndexSource("", None)
         out: dict[int, bytes] = {}
         for start in range(0, len(ids), 1000):
             chunk = [int(i) for i in ids[start : start + 1000]]
             query: Doc = {"_id": {"$in": chunk}}
             if active_only:
                 query["state"] = ACTIVE
-            cursor = self._faces.find(query, {"facen": 1})
+            cursor = self._faces.find(query, source.projection)
             for doc in await self._run(cursor.to_list()):
-                out[int(doc["_id"])] = bytes(doc.get("facen") or b"")
+                out[int(doc["_id"])] = source.vector(doc)
         return out
 
     async def pending(self, gallery: str | None = None) -> list[PendingFace]:
         """Records an enrollment has written but not yet made visible."""
         query: Doc = {"state": PENDING}
         if gallery is not None:
-            query[gallery_field(gallery)] = gallery
+            source = (await self.source(gallery)).gallery
+            query[gallery_field(source or gallery)] = source or gallery
         cursor = self._faces.find(query, {"galleries": 1, "hidden_galleries": 1})
         return [
             PendingFace(
                 int(d["_id"]),
-                (*d.get("galleries", ()), *d.get("hidden_galleries", ())),
+                await self.indexes_of([*d.get("galleries", ()), *d.get("hidden_galleries", ())]),
             )
             for d in await self._run(cursor.to_list())
         ]
@@ -179,10 +262,3 @@ class FaceRecords:
     async def clear_checkpoints(self, galleries: Sequence[str] | None = None) -> None:
         query: Doc = {} if galleries is None else {"_id": {"$in": list(galleries)}}
         await self._run(self._checkpoints.delete_many(query))
-
-
-def _face_vectors(docs: list[Doc]) -> FaceVectors:
-    return FaceVectors(
-        np.array([int(d["_id"]) for d in docs], np.uint64),
-        [bytes(d.get("facen") or b"") for d in docs],
-    )

@@ -94,6 +94,26 @@ class ControlPlane:
         routes = [Route.from_wire(g.placement) for g in listed.galleries]
         return sorted(routes, key=lambda r: r.gallery)
 
+    async def create_gallery(self, name: str) -> None:
+        """Create the gallery (there already is fine)."""
+        try:
+            await self._stub.CreateGallery(
+                cp.CreateGalleryRequest(name=name), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise _error("control plane", e) from e
+
+    async def delete_gallery(self, name: str) -> None:
+        """Delete the gallery and its vectors (gone already is fine)."""
+        try:
+            await self._stub.DeleteGallery(
+                cp.DeleteGalleryRequest(name=name), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise _error("control plane", e) from e
+
 
 class Shards:
     """The calls reindexing makes on shard primaries, with a few retries for transient faults."""

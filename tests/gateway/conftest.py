@@ -5,7 +5,8 @@ local HTTP server can stand in for the internet (which these machines cannot rea
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -25,8 +26,10 @@ from facegrid.gateway.adapters import (
 from facegrid.gateway.app import Backends, create_app
 from facegrid.gateway.core.faces import Faces
 from facegrid.gateway.core.galleries import Galleries
+from facegrid.gateway.core.indexes import Models
 from facegrid.gateway.core.ports import Quota, Unlimited
 from facegrid.gateway.extractor_client import ExtractorClient
+from facegrid.gateway.index_plans import MongoIndexPlans
 from facegrid.gateway.live import MongoWebhookStore, RedisEventBus
 from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore, MongoHistoryStore
 from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
@@ -66,6 +69,32 @@ async def backends(
     stream_redis: aioredis.Redis,
     stream_key: str,
 ) -> AsyncIterator[Backends]:
+    async with gateway_backends(
+        quotas,
+        mongo_server,
+        mongo_db,
+        controlplane_address,
+        extractor_address,
+        stream_redis,
+        stream_key,
+    ) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def gateway_backends(
+    quotas: tuple[Quota, Quota],
+    mongo_server: str,
+    mongo_db: str,
+    controlplane_address: str,
+    extractor_address: str,
+    stream_redis: aioredis.Redis,
+    stream_key: str,
+    *,
+    extra_extractors: Sequence[str] = (),
+) -> AsyncIterator[Backends]:
+    """The gateway's backends as facegrid-gateway wires them; extra_extractors serve other
+    models. Index plans are read again every 0.2 s (the gateway's default is 1 s)."""
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_server, tz_aware=True)
     store = MongoFaceStore(mongo, mongo_db)
     await store.ensure_indexes()
@@ -75,18 +104,25 @@ async def backends(
     await history.ensure_indexes()
     policy = FetchPolicy(timeout=5, allow=parse_networks(["127.0.0.0/8"]))
     shard_channels = ChannelPool()
+    others = [grpc.aio.insecure_channel(a) for a in extra_extractors]
     async with (
         grpc.aio.insecure_channel(controlplane_address) as control,
         grpc.aio.insecure_channel(extractor_address) as extractor,
     ):
         router = ShardRouter(ControlPlanePlacements(control, timeout=5), shard_channels)
         galleries = Galleries(ControlPlaneDirectory(control, timeout=5))
+        default = ExtractorClient(extractor, timeout=30)
+        models = Models(
+            default,
+            [ExtractorClient(c, timeout=30) for c in others],
+            MongoIndexPlans(mongo, mongo_db, refresh=0.2),
+        )
         yield Backends(
             galleries=galleries,
             tokens=MongoTokenStore(mongo, mongo_db),
             registry=CollectorRegistry(),
             faces=Faces(
-                ExtractorClient(extractor, timeout=30),
+                default,
                 router,
                 store,
                 media,
@@ -94,6 +130,7 @@ async def backends(
                 history,
                 bus=bus,
                 quota=quotas[0],
+                models=models,
             ),
             events=bus,
             webhooks=MongoWebhookStore(mongo, mongo_db),
@@ -102,6 +139,8 @@ async def backends(
             fetcher=lambda url: fetch(url, policy),
             camera_quota=quotas[1],
         )
+    for channel in others:
+        await channel.close()
     await shard_channels.close()
     await mongo.close()
 

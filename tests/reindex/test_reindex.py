@@ -309,7 +309,7 @@ async def test_check_finds_injected_differences_and_repair_fixes_them(
     assert after.consistent, summary(after)
     assert after.differences == 0
     assert after.pending.seen == 0
-    assert await face_store.facen(stale) is None  # the interrupted enrollment is undone
+    assert await face_store.get(stale) is None  # the interrupted enrollment is undone
     assert not any(s.holds("default", stale) for s in shards)
     assert not any(s.holds("default", orphan) for s in shards)
     assert "ghost" not in {g.name for g in shards[1].shard.stats().galleries}
