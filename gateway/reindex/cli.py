@@ -19,11 +19,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pymongo import AsyncMongoClient
+
+    from facegrid.gateway.extractor_client import ExtractorClient
+    from facegrid.gateway.reindex.topology import ControlPlane, Shards
+
+    ExtractionServices = tuple[
+        AsyncMongoClient[dict[str, Any]], str, ExtractorClient, ControlPlane, Shards
+    ]
 
 EXIT_DIFFERENCES = 1
 EXIT_USAGE = 2
@@ -162,15 +173,9 @@ def _add_regenerate(
 
 
 async def _regenerate(args: argparse.Namespace) -> int:
-    import grpc
-    from pymongo import AsyncMongoClient
-
-    from facegrid.gateway.extractor_client import ExtractorClient
     from facegrid.gateway.reindex.regenerate import RegenerateOptions, Regenerator, summary
-    from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError
-    from facegrid.gateway.shards import ChannelPool
+    from facegrid.gateway.reindex.topology import TopologyError
 
-    mongo_uri, mongo_db, controlplane, extractor = _settings(args)
     try:
         options = RegenerateOptions(
             batch=args.batch,
@@ -186,8 +191,30 @@ async def _regenerate(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"facegrid regenerate: {e}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        async with _extraction_services(args) as services:
+            report = await Regenerator(*services, options).run(None if args.quiet else sys.stderr)
+            print(summary(report))
+            return 0 if not report.failed and not report.stopped else EXIT_DIFFERENCES
+    except TopologyError as e:
+        print(f"facegrid regenerate: {e}", file=sys.stderr)
+        return EXIT_SERVICE if e.retry else EXIT_USAGE
+
+
+@contextlib.asynccontextmanager
+async def _extraction_services(args: argparse.Namespace) -> AsyncIterator[ExtractionServices]:
+    """(MongoDB client, database, extractor, control plane, shards) for the tools that make
+    vectors, from the flags over the gateway's settings; closed on the way out."""
+    import grpc
+    from pymongo import AsyncMongoClient
+
+    from facegrid.gateway.extractor_client import ExtractorClient
+    from facegrid.gateway.reindex.topology import ControlPlane, Shards
+    from facegrid.gateway.shards import ChannelPool
+
+    mongo_uri, mongo_db, controlplane, extractor = _settings(args)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongo_uri, serverSelectionTimeoutMS=10_000
+        mongo_uri, serverSelectionTimeoutMS=10_000, tz_aware=True
     )
     channels = ChannelPool()
     try:
@@ -195,20 +222,13 @@ async def _regenerate(args: argparse.Namespace) -> int:
             grpc.aio.insecure_channel(controlplane) as plane_channel,
             grpc.aio.insecure_channel(extractor) as extractor_channel,
         ):
-            regenerator = Regenerator(
+            yield (
                 client,
                 mongo_db,
                 ExtractorClient(extractor_channel, timeout=args.timeout),
                 ControlPlane(plane_channel, args.timeout),
                 Shards(channels, args.timeout),
-                options,
             )
-            report = await regenerator.run(None if args.quiet else sys.stderr)
-            print(summary(report))
-            return 0 if not report.failed and not report.stopped else EXIT_DIFFERENCES
-    except TopologyError as e:
-        print(f"facegrid regenerate: {e}", file=sys.stderr)
-        return EXIT_SERVICE if e.retry else EXIT_USAGE
     finally:
         await channels.close()
         await client.close()
@@ -257,22 +277,17 @@ def _add_migrate(
 
 
 async def _migrate(args: argparse.Namespace) -> int:
-    import grpc
-    from pymongo import AsyncMongoClient
     from pymongo.errors import PyMongoError
 
     from facegrid.gateway.core.errors import ApiError
-    from facegrid.gateway.extractor_client import ExtractorClient
     from facegrid.gateway.reindex.migrate import (
         MigrateOptions,
         MigrationError,
         Migrator,
         summary,
     )
-    from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError
-    from facegrid.gateway.shards import ChannelPool
+    from facegrid.gateway.reindex.topology import TopologyError
 
-    mongo_uri, mongo_db, controlplane, extractor = _settings(args)
     try:
         options = MigrateOptions(
             galleries=tuple(args.gallery),
@@ -284,23 +299,9 @@ async def _migrate(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"facegrid migrate: {e}", file=sys.stderr)
         return EXIT_USAGE
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongo_uri, serverSelectionTimeoutMS=10_000, tz_aware=True
-    )
-    channels = ChannelPool()
     try:
-        async with (
-            grpc.aio.insecure_channel(controlplane) as plane_channel,
-            grpc.aio.insecure_channel(extractor) as extractor_channel,
-        ):
-            migrator = Migrator(
-                client,
-                mongo_db,
-                ExtractorClient(extractor_channel, timeout=args.timeout),
-                ControlPlane(plane_channel, args.timeout),
-                Shards(channels, args.timeout),
-                options,
-            )
+        async with _extraction_services(args) as services:
+            migrator = Migrator(*services, options)
             if args.action == "status":
                 print("\n".join(await migrator.status()) or "no gallery has an index plan yet")
                 return 0
@@ -317,9 +318,6 @@ async def _migrate(args: argparse.Namespace) -> int:
     except (MigrationError, ApiError, PyMongoError) as e:
         print(f"facegrid migrate: {e}", file=sys.stderr)
         return EXIT_SERVICE
-    finally:
-        await channels.close()
-        await client.close()
 
 
 def _settings(args: argparse.Namespace) -> tuple[str, str, str, str]:

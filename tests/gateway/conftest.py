@@ -5,8 +5,7 @@ local HTTP server can stand in for the internet (which these machines cannot rea
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -60,38 +59,21 @@ def quotas() -> tuple[Quota, Quota]:
 
 
 @pytest.fixture
+def extra_extractors() -> list[str]:
+    """Addresses of extractors serving other models than the default one: none here."""
+    return []
+
+
+@pytest.fixture
 async def backends(
     quotas: tuple[Quota, Quota],
     mongo_server: str,
     mongo_db: str,
     controlplane_address: str,
     extractor_address: str,
+    extra_extractors: list[str],
     stream_redis: aioredis.Redis,
     stream_key: str,
-) -> AsyncIterator[Backends]:
-    async with gateway_backends(
-        quotas,
-        mongo_server,
-        mongo_db,
-        controlplane_address,
-        extractor_address,
-        stream_redis,
-        stream_key,
-    ) as made:
-        yield made
-
-
-@contextlib.asynccontextmanager
-async def gateway_backends(
-    quotas: tuple[Quota, Quota],
-    mongo_server: str,
-    mongo_db: str,
-    controlplane_address: str,
-    extractor_address: str,
-    stream_redis: aioredis.Redis,
-    stream_key: str,
-    *,
-    extra_extractors: Sequence[str] = (),
 ) -> AsyncIterator[Backends]:
     """The gateway's backends as facegrid-gateway wires them; extra_extractors serve other
     models. Index plans are read again every 0.2 s (the gateway's default is 1 s)."""

@@ -22,14 +22,11 @@ import httpx
 import numpy as np
 import onnx
 import pytest
-import redis.asyncio as aioredis
 from onnx import helper
 from pymongo import AsyncMongoClient
 
 from facegrid.files import sha256_of
-from facegrid.gateway.app import Backends
 from facegrid.gateway.core.indexes import model_key, shadow_index
-from facegrid.gateway.core.ports import Quota
 from facegrid.gateway.extractor_client import ExtractorClient
 from facegrid.gateway.reindex.check import CheckOptions, check
 from facegrid.gateway.reindex.check import summary as check_summary
@@ -40,7 +37,6 @@ from facegrid.gateway.reindex.store import FaceRecords
 from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError
 from facegrid.gateway.shards import ChannelPool
 from tests.conftest import FACES, serve_extractor
-from tests.gateway.conftest import gateway_backends
 
 EXAMPLES = FACES / "face_recognition" / "examples"
 OBAMA = (EXAMPLES / "obama.jpg").read_bytes()
@@ -80,28 +76,9 @@ def next_extractor_address(next_bundle: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-async def backends(
-    quotas: tuple[Quota, Quota],
-    mongo_server: str,
-    mongo_db: str,
-    controlplane_address: str,
-    extractor_address: str,
-    next_extractor_address: str,
-    stream_redis: aioredis.Redis,
-    stream_key: str,
-) -> AsyncIterator[Backends]:
-    """The gateway, given an extractor of the new model besides its default one."""
-    async with gateway_backends(
-        quotas,
-        mongo_server,
-        mongo_db,
-        controlplane_address,
-        extractor_address,
-        stream_redis,
-        stream_key,
-        extra_extractors=[next_extractor_address],
-    ) as made:
-        yield made
+def extra_extractors(next_extractor_address: str) -> list[str]:
+    """The gateway is given an extractor of the new model besides its default one."""
+    return [next_extractor_address]
 
 
 class Tools:
