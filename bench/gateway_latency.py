@@ -87,9 +87,13 @@ def stack_data(tmp: str) -> Path:
     return data
 
 
-def start_stack(data: Path, base: int) -> tuple[subprocess.Popen[str], str]:
+def start_stack(
+    data: Path, base: int, settings: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`facegrid up` on data; settings: FACEGRID_* variables for its services."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
     env["FACEGRID_GATEWAY_FETCH_ALLOW"] = "127.0.0.0/8"
+    env.update(settings or {})
     process = subprocess.Popen(
         [sys.executable, "-m", "facegrid", "up", "--data-dir", str(data), "--port-base", str(base)],
         stdout=subprocess.PIPE,
