@@ -38,9 +38,10 @@ Hit = tuple[int, float]
 
 @dataclass(frozen=True)
 class HnswParams:
-    m: int = 16
-    ef_construction: int = 100
-    ef_search: int = 128
+    # The indexer's defaults (see facegrid.indexer.settings for the measurements).
+    m: int = 20
+    ef_construction: int = 200
+    ef_search: int = 200
     # Below this many vectors a gallery is searched exactly and has no graph.
     graph_min: int = 10_000
     # Rebuild the graph once this share of its places are deleted ones.

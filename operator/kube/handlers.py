@@ -171,9 +171,9 @@ class Reconciler:
         hnsw = (body.get("spec") or {}).get("hnsw")
         if not hnsw:
             return
-        m = int(hnsw.get("m", 16))
-        efc = int(hnsw.get("efConstruction", 100))
-        efs = int(hnsw.get("efSearch", 128))
+        m = int(hnsw.get("m", 20))
+        efc = int(hnsw.get("efConstruction", 200))
+        efs = int(hnsw.get("efSearch", 200))
         for shard in {s.name: s for s in shards}.values():
             await self.mover.configure(shard, gallery_name(body), m, efc, efs)
 
