@@ -149,10 +149,13 @@ class Migrator:
         index = str(shadow["index"])
         if shadow["state"] == BUILDING:
             await self._build(gallery, model, index, int(shadow.get("after", 0)), result, out)
-            await self._catch_up(gallery, model, index, result)
-            if result.failed:
-                result.outcome = "failed"
-                return result
+        # A ready shadow too: a gateway without the new model's extractor may have added faces
+        # to the gallery since it was built.
+        await self._catch_up(gallery, model, index, result)
+        if result.failed:
+            result.outcome = "failed"
+            return result
+        if shadow["state"] == BUILDING:
             await self._plans.update_one(
                 {"_id": gallery, "shadow.index": index}, {"$set": {"shadow.state": READY}}
             )

@@ -254,9 +254,17 @@ async def test_a_built_shadow_waits_for_the_switch_and_a_switch_rolls_back(
     biden = await _enroll(api, BIDEN)
     assert await tools.held(plan["shadow"]["index"]) == {obama, biden}
 
+    # What a gateway without the new model's extractor leaves: a face missing from the shadow.
+    (route,) = await tools.plane.routes(plan["shadow"]["index"])
+    await tools.shards.delete(route.shards[0], route.gallery, [biden])
+
+    # A ready shadow is caught up again on every run, before any switch.
+    again = await tools.migrator(switch=False).run()
+    assert [(g.outcome, g.built) for g in again.galleries] == [("ready", 1)]
+    assert await tools.held(plan["shadow"]["index"]) == {obama, biden}
+
     switched = await tools.migrator().run()
-    assert [g.outcome for g in switched.galleries] == ["switched"]
-    assert [g.built for g in switched.galleries] == [0]  # nothing left to build
+    assert [(g.outcome, g.built) for g in switched.galleries] == [("switched", 0)]
     assert await tools.migrator().rollback() == ["default"]
     plan = await tools.plan("default")
     assert plan["active"]["index"] == "default" and "previous" not in plan
