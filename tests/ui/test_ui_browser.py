@@ -153,7 +153,10 @@ def test_verify_and_detect(page: Page, ui_stack: Ui, artifacts: Path) -> None:
     expect(verdict).to_have_attribute("data-verified", "false", timeout=60_000)
 
     page.get_by_role("link", name="Detect").click()
-    page.get_by_label("Photo").set_input_files(str(TV / "bbt1.jpg"))
+    # The Detect view replaces Verify's, whose "First photo" and "Second photo" fields a plain
+    # "Photo" label would also match while the switch is under way.
+    expect(page.get_by_role("button", name="Detect faces")).to_be_visible()
+    page.get_by_label("Photo", exact=True).set_input_files(str(TV / "bbt1.jpg"))
     page.get_by_role("button", name="Detect faces").click()
     heading = page.get_by_role("heading", name=re.compile(r"\d+ faces found"))
     expect(heading).to_be_visible(timeout=60_000)
