@@ -30,19 +30,12 @@ import httpx
 import numpy as np
 from gateway_latency import free_base, stack_data, start_stack
 from pymongo import MongoClient
+from regenerate import PHOTOS, photos
 
 from facegrid.gateway.core.indexes import model_key
 from facegrid.stack import read_state
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 NEXT_VERSION = "2026.11.1-next"
-
-
-def photos(count: int) -> list[bytes]:
-    found = sorted(
-        p for p in (PHOTOS / "face_recognition" / "examples").glob("*.jpg") if p.stat().st_size
-    )
-    return [found[i % len(found)].read_bytes() for i in range(count)]
 
 
 def next_bundle(bundle: Path, tmp: Path) -> Path:

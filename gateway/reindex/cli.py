@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,18 +158,30 @@ def _add_regenerate(
     )
     p.add_argument("--offset", type=int, default=0, help="which of the N (0..N-1)")
     p.add_argument("--redetect", action="store_true", help="detect again on the original photo")
-    p.add_argument("--parallel", type=int, default=4, help="faces extracted at once (4)")
-    p.add_argument("--batch", type=int, default=64, help="faces per step (64)")
     p.add_argument("--restart", action="store_true", help="ignore the checkpoint")
     p.add_argument("--limit", type=int, help="stop after this many faces (a rerun goes on)")
+    _add_extraction_flags(p)
+    p.set_defaults(func=_after_stack_lookup("regenerate", stack_lookup, _running(_regenerate)))
+
+
+def _add_extraction_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the tools that make vectors with an extractor."""
+    p.add_argument("--parallel", type=int, default=4, help="faces extracted at once (4)")
+    p.add_argument("--batch", type=int, default=64, help="faces per step (64)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (30)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
-    def regenerate(args: argparse.Namespace) -> int:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        return asyncio.run(_regenerate(args))
 
-    p.set_defaults(func=_after_stack_lookup("regenerate", stack_lookup, regenerate))
+def _running(
+    command: Callable[[argparse.Namespace], Coroutine[Any, Any, int]],
+) -> Callable[[argparse.Namespace], int]:
+    """The async command as a plain one, with warnings logged to stderr."""
+
+    def run(args: argparse.Namespace) -> int:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return asyncio.run(command(args))
+
+    return run
 
 
 async def _regenerate(args: argparse.Namespace) -> int:
@@ -264,16 +276,8 @@ def _add_migrate(
         help="seconds to wait after each plan change, longer than the gateways' "
         "FACEGRID_GATEWAY_INDEX_REFRESH (3)",
     )
-    p.add_argument("--parallel", type=int, default=4, help="faces extracted at once (4)")
-    p.add_argument("--batch", type=int, default=64, help="faces per step (64)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (30)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
-
-    def migrate(args: argparse.Namespace) -> int:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        return asyncio.run(_migrate(args))
-
-    p.set_defaults(func=_after_stack_lookup("migrate", stack_lookup, migrate))
+    _add_extraction_flags(p)
+    p.set_defaults(func=_after_stack_lookup("migrate", stack_lookup, _running(_migrate)))
 
 
 async def _migrate(args: argparse.Namespace) -> int:
