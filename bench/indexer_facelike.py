@@ -24,7 +24,9 @@ also times the restart. A stress case follows: recall on Gaussian noise (no stru
 
     FACEGRID_MODEL_CACHE=.cache/models python bench/indexer_facelike.py [--faces 100000]
         [--queries 1000] [--ef 32 64 128] [--m 16] [--ef-construction 100] [--data-dir DIR]
-        [--stress 100000] [--probe-interval 1.0]
+        [--stress 100000] [--probe-interval 1.0] [--small-pages]
+
+The graphs are on transparent huge pages, as in the indexer, unless --small-pages.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ import numpy.typing as npt
 import psutil
 
 from facegrid.confidence import DEFAULT, distance_for
+from facegrid.indexer import hugepages
 from facegrid.indexer.core import Shard
 from facegrid.indexer.core.gallery import HnswParams
 
@@ -428,7 +431,15 @@ def main() -> None:
         help="seconds between searches during the build (each search makes the builder wait "
         "for it, and searches the unindexed faces by brute force); 0: none",
     )
+    parser.add_argument(
+        "--small-pages",
+        action="store_true",
+        help="keep the graphs on 4 KiB pages (the indexer's huge_pages=false)",
+    )
     args = parser.parse_args()
+    # As the indexer does: re-run this process with glibc's hugetlb tunable (see hugepages.py).
+    why_not = "--small-pages" if args.small_pages else hugepages.reexec_with_huge_pages()
+    print(f"graphs on {'small pages: ' + why_not if why_not else 'transparent huge pages'}")
     limit = distance_for(DEFAULT)
 
     real, labels = face_vectors()

@@ -1,8 +1,9 @@
 """Video worker throughput on the real clips, posting to `facegrid up`.
 
-For each clip (the 640x360 Hamilton clip and the 1080p pedestrians clip), in offline mode with
-drops disabled (every frame goes through the motion gate; frames with motion, or with faces
-being tracked, through detection):
+For each clip (the 640x360 Hamilton clip and the 1080p pedestrians clip) and each setting of
+`detect-every` and `scale` asked for, in offline mode with drops disabled (every frame goes
+through the motion gate; every Nth frame with motion, or with faces being tracked, through
+detection, scaled by `scale`):
 - frames/s processed (frames handled / wall time), and detections/s;
 - the share of time per stage (capture, motion gate, detection incl. JPEG encode and the
   extractor call, posting incl. the normalized face);
@@ -10,6 +11,7 @@ being tracked, through detection):
   vectors (average linkage, mean distance < 0.5).
 
     FACEGRID_MODEL_CACHE=... python bench/video_throughput.py [--frames N]
+        [--detect-every 1 3] [--scale 1 0.5]
 """
 
 from __future__ import annotations
@@ -105,13 +107,17 @@ def vectors_of(posted: list[dict[str, object]], extractor: str) -> list[np.ndarr
     return [np.frombuffer(r.facen, dtype="<f4") for r in response.results]
 
 
-async def run_clip(label: str, clip: Path, api: str, token: str, extractor: str) -> None:
+async def run_clip(
+    label: str, clip: Path, api: str, token: str, extractor: str, every: int, scale: float
+) -> None:
     options = parse(
         [
             "--api-url", api, "--api-token", token, "--extractor", extractor,
             "--camid", "bench", "--source", str(clip), "-r", "0", "--disable-drops",
+            "--detect-every", str(every), "--scale", str(scale),
         ]
     )  # fmt: skip
+    label = f"{label}, detect-every {every}, scale {scale:g}"
     worker = Worker(options, CollectorRegistry(), keep_answers=True)
     started = time.perf_counter()
     await worker.run(asyncio.Event())
@@ -139,6 +145,8 @@ async def run_clip(label: str, clip: Path, api: str, token: str, extractor: str)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=0, help="only the first N frames")
+    parser.add_argument("--detect-every", type=int, nargs="+", default=[1])
+    parser.add_argument("--scale", type=float, nargs="+", default=[1.0])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = stack_data(tmp)
@@ -149,7 +157,9 @@ def main() -> None:
             extractor = f"127.0.0.1:{base + PORTS['extractor']}"
             for label, clip in CLIPS.items():
                 source = cut(clip, args.frames, Path(tmp) / f"{clip.stem}-cut.mp4")
-                asyncio.run(run_clip(label, source, api, token, extractor))
+                for every in args.detect_every:
+                    for scale in args.scale:
+                        asyncio.run(run_clip(label, source, api, token, extractor, every, scale))
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)

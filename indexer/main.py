@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -12,7 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from facegrid import grpcserver, httpserver
 from facegrid.entrypoint import run_service
-from facegrid.indexer import http_api, metrics
+from facegrid.indexer import http_api, hugepages, metrics
 from facegrid.indexer.core import Shard
 from facegrid.indexer.core.errors import SnapshotDamaged
 from facegrid.indexer.core.gallery import HnswParams
@@ -21,6 +22,8 @@ from facegrid.indexer.servicer import IndexShardServicer
 from facegrid.indexer.settings import IndexerSettings
 from facegrid.licence import LicenceClient
 from facegrid.v1 import index_pb2, index_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 
 def build(
@@ -101,6 +104,10 @@ def build(
 
 
 async def serve(settings: IndexerSettings) -> None:
+    if settings.huge_pages:
+        why_not = hugepages.reexec_with_huge_pages()  # returns only if it does not re-execute
+        if why_not:
+            log.warning("graphs on small pages: %s", why_not)
     try:
         _, service = build(settings)
     except SnapshotDamaged as e:

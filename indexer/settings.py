@@ -23,14 +23,20 @@ class IndexerSettings(LicensedSettings):
     )
     data_dir: Path = Field(description="where the shard keeps its write-ahead log")
     shard_name: str = Field("shard-0", min_length=1, description="this shard's name in placements")
-    # Measured at 1M face-like vectors (bench/indexer_facelike.py --m 20 --ef-construction 200
-    # --ef 200): recall of above-threshold matches 0.998, recall@10 0.989, p50 1.3 ms and p99
-    # 1.9 ms on one thread, 982 bytes per face, 1,200 faces/s into the graph. M=16 with
-    # ef_construction 300 and ef_search 160: 0.994, 0.973, p99 1.0 ms, 950 bytes per face.
-    hnsw_m: int = Field(20, ge=2, le=128, description="HNSW graph degree (M)")
+    # Measured at 1M face-like vectors on huge pages (bench/indexer_facelike.py --m 24
+    # --ef-construction 200 --ef 180 200 220): at ef 200, recall of above-threshold matches
+    # 0.9988, recall@10 0.992, p50 1.3 ms and p99 1.8 ms on one thread, 961 bytes per face,
+    # 1,330 faces/s into the graph. M=20 (ef 200, small pages): recall@10 0.989, p99 1.9 ms;
+    # M=16 with ef_construction 300 and ef_search 160: 0.994, 0.973, p99 1.0 ms.
+    hnsw_m: int = Field(24, ge=2, le=128, description="HNSW graph degree (M)")
     hnsw_ef_construction: int = Field(200, ge=8, description="HNSW build-time candidate list")
     hnsw_ef_search: int = Field(200, ge=1, description="HNSW search-time candidate list")
     fsync: bool = Field(True, description="fsync every write before acknowledging it")
+    huge_pages: bool = Field(
+        True,
+        description="back the graphs with transparent huge pages (glibc.malloc.hugetlb=1; the "
+        "indexer re-executes itself once with it set): faster searches of large galleries",
+    )
     snapshot_every: int = Field(
         100_000,
         ge=0,

@@ -1,5 +1,10 @@
 """One camera's pipeline: capture -> motion gate, detection and tracking -> posting.
 
+Frames with motion, or with faces being tracked, go to detection: every `detect-every`th of
+them, scaled by `scale` (the seed's scale coefficient: faces are found on the scaled frame, so a
+scaled face must still pass min-face-size). Boxes and landmarks come back in frame pixels; the
+posted photo and the normalized face are made from the full frame.
+
 Each stage is a thread; between them are bounded queues. When processing falls behind, the
 capture stage drops the oldest waiting frame (counted) unless `disable-drops`, in which case it
 waits. Posting runs apart from processing, so a slow API does not stall detection; its queue is
@@ -19,12 +24,14 @@ from typing import Any
 
 import cv2
 import httpx
+import numpy as np
 
 from facegrid.video.capture import Capture, Captured, Source
 from facegrid.video.clients import Api, Camera, Extractor, ExtractorError
-from facegrid.video.core.motion import MotionDetector
+from facegrid.video.core.geometry import Region
+from facegrid.video.core.motion import Frame, MotionDetector
 from facegrid.video.core.options import Options
-from facegrid.video.core.tracking import Post, Tracker
+from facegrid.video.core.tracking import Detection, Post, Tracker
 from facegrid.video.metrics import CameraMetrics
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,7 @@ _END = None
 @dataclass
 class _Frame:
     captured: Captured
+    # The full frame as JPEG, made once it is needed for a post.
     jpeg: bytes = b""
     # When it left the capture stage (time.monotonic), for the frame-to-post latency.
     captured_at: float = field(default_factory=time.monotonic)
@@ -76,7 +84,7 @@ class CameraPipeline:
         self._keep_answers = keep_answers  # tests and benchmarks read what was posted
         self._stop = threading.Event()
         self._frames: queue.Queue[_Frame | None] = queue.Queue(FRAME_QUEUE)
-        self._posts: queue.Queue[tuple[Post, bytes] | None] = queue.Queue(POST_QUEUE)
+        self._posts: queue.Queue[Post | None] = queue.Queue(POST_QUEUE)
         self.stats = Stats()
         self.stage_seconds = {"capture": 0.0, "motion": 0.0, "detect": 0.0, "post": 0.0}
         self._started_wall = time.time()
@@ -154,6 +162,8 @@ class CameraPipeline:
         motion = MotionDetector(o.md_threshold, o.scale)
         tracker = Tracker(o)
         rot = self.camera.rot or o.rot
+        # Frames since the last detection; the first frame worth detecting is detected.
+        since_detection = o.detect_every
         try:
             while True:
                 item = self._frames.get()
@@ -164,17 +174,15 @@ class CameraPipeline:
                 started = time.perf_counter()
                 moving = motion.moved(frame)
                 self.stage_seconds["motion"] += time.perf_counter() - started
+                since_detection += 1
                 if not moving and not tracker.active:
                     continue
+                if since_detection < o.detect_every:
+                    continue  # the tracks carry their faces to the next detected frame
+                since_detection = 0
                 started = time.perf_counter()
-                ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                if not ok:
-                    continue
-                item.jpeg = encoded.tobytes()
                 try:
-                    detections = self._extractor.detect(
-                        item.jpeg, rot, o.min_face_size, o.max_face_size
-                    )
+                    detections = self._detect(item, rot)
                 except ExtractorError as e:
                     log.warning("camera %s: %s", self.camera.id, e)
                     continue
@@ -190,30 +198,50 @@ class CameraPipeline:
             self._metrics.tracks.set(0)
             self._put(self._posts, _END)
 
+    def _detect(self, item: _Frame, rot: Region | None) -> list[Detection]:
+        """Faces on the frame scaled by `scale`, in frame pixels."""
+        o = self.options
+        frame: Frame = item.captured.frame
+        if o.scale != 1.0:
+            frame = np.asarray(
+                cv2.resize(frame, None, fx=o.scale, fy=o.scale, interpolation=cv2.INTER_AREA)
+            )
+            rot = None if rot is None else rot.zoomed(o.scale)
+        jpeg = _encode(frame)
+        if o.scale == 1.0:
+            item.jpeg = jpeg  # also the photo to post
+        detections = self._extractor.detect(jpeg, rot, o.min_face_size, o.max_face_size)
+        if o.scale == 1.0:
+            return detections
+        return [d.zoomed(1 / o.scale) for d in detections]
+
     def _queue_posts(self, posts: list[Post]) -> None:
         for post in posts:
             try:
-                self._posts.put_nowait((post, post.frame.jpeg))
+                self._posts.put_nowait(post)
             except queue.Full:
                 self.stats.post_errors += 1
                 self._metrics.post_errors.inc()
 
     def _post(self) -> None:
         while True:
-            item = self._posts.get()
-            if item is None:
+            post = self._posts.get()
+            if post is None:
                 return
-            post, jpeg = item
             started = time.perf_counter()
             try:
-                self._send(post, jpeg)
+                self._send(post)
             finally:
                 self.stage_seconds["post"] += time.perf_counter() - started
 
-    def _send(self, post: Post, jpeg: bytes) -> None:
+    def _send(self, post: Post) -> None:
         o = self.options
         detection = post.detection
         try:
+            frame: _Frame = post.frame
+            if not frame.jpeg:  # detected on a scaled frame: the photo is the full one
+                frame.jpeg = _encode(frame.captured.frame)
+            jpeg = frame.jpeg
             face0 = self._extractor.normalized(jpeg, detection)
             timestamp = None
             if o.start_ts:
@@ -258,3 +286,10 @@ class CameraPipeline:
             )
             self.stats.post_errors += 1
             self._metrics.post_errors.inc()
+
+
+def _encode(frame: Frame) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ExtractorError(f"cannot encode a {frame.shape} frame as JPEG")
+    return encoded.tobytes()

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facegrid.indexer.core.errors import DimensionMismatch
+from facegrid.indexer.core.ids import IdSet
 
 # Brute-force search works through the matrix in chunks of this many rows.
 SEARCH_CHUNK = 32_768
@@ -39,7 +40,7 @@ Hit = tuple[int, float]
 @dataclass(frozen=True)
 class HnswParams:
     # The indexer's defaults (see facegrid.indexer.settings for the measurements).
-    m: int = 20
+    m: int = 24
     ef_construction: int = 200
     ef_search: int = 200
     # Below this many vectors a gallery is searched exactly and has no graph.
@@ -172,9 +173,9 @@ class GalleryIndex:
         self.dim = dim
         self._params = params
         self._graph: hnswlib.Index | None = None
-        self._graph_ids: set[int] = set()
+        self._graph_ids = IdSet()
         # Ids marked deleted in the graph and not yet reused or compacted away.
-        self._graph_deleted: set[int] = set()
+        self._graph_deleted = IdSet()
         self._exact = ExactStore(dim)
         self._sorted: Ids | None = None
         # While a compaction runs: ids deleted from the graph since it started.
@@ -267,13 +268,13 @@ class GalleryIndex:
             graph = self._graph = self._new_graph(max(count, len(self._exact)))
         ids, vectors = self._exact.take(count)
         # A deleted id coming back takes its old place (hnswlib unmarks and updates it in place).
-        reused = [i for i in ids.tolist() if i in self._graph_deleted]
-        self._graph_deleted.difference_update(reused)
+        reused = ids[self._graph_deleted.contains(ids)]
+        self._graph_deleted.difference_update(reused.tolist())
         needed = graph.get_current_count() + len(ids) - len(reused)
         if needed > graph.get_max_elements():
             graph.resize_index(max(needed, 2 * graph.get_max_elements()))
         graph.add_items(vectors, ids, num_threads=BUILD_THREADS)
-        self._graph_ids.update(ids.tolist())
+        self._graph_ids.update(ids)
         return len(ids)
 
     def busy(self) -> bool:
@@ -291,27 +292,27 @@ class GalleryIndex:
             >= self._params.compact_ratio * (len(self._graph_ids) + len(self._graph_deleted))
         )
 
-    def begin_compaction(self) -> list[int]:
+    def begin_compaction(self) -> Ids:
         """Start a rebuild of the graph; returns the ids to copy (called under the write lock)."""
         self._compaction_deletes = []
-        return sorted(self._graph_ids)
+        return self._graph_ids.array()
 
-    def copy_for_compaction(self, ids: list[int]) -> tuple[Ids, Vectors]:
+    def copy_for_compaction(self, ids: Ids) -> tuple[Ids, Vectors]:
         """The vectors of those ids still in the graph (called under the read lock)."""
         assert self._graph is not None
-        live = [i for i in ids if i in self._graph_ids]
-        if not live:
+        live = ids[self._graph_ids.contains(ids)]
+        if not len(live):
             return np.empty(0, np.uint64), np.empty((0, self.dim), np.float32)
         vectors = self._graph.get_items(live, return_type="numpy")
-        return np.array(live, np.uint64), np.asarray(vectors, np.float32).reshape(-1, self.dim)
+        return live, np.asarray(vectors, np.float32).reshape(-1, self.dim)
 
     def new_graph_for_compaction(self, capacity: int) -> hnswlib.Index:
         return self._new_graph(capacity)
 
-    def finish_compaction(self, graph: hnswlib.Index, copied: set[int]) -> None:
+    def finish_compaction(self, graph: hnswlib.Index, copied: IdSet) -> None:
         """Swap in the rebuilt graph (called under the write lock)."""
         assert self._compaction_deletes is not None
-        deleted = set()
+        deleted = IdSet()
         for face_id in self._compaction_deletes:
             if face_id in copied:
                 graph.mark_deleted(face_id)
@@ -384,7 +385,7 @@ class GalleryIndex:
 
     def _search_graph_exactly(self, vector: Vectors, top_n: int) -> list[Hit]:
         best: list[Hit] = []
-        ids = sorted(self._graph_ids)
+        ids = self._graph_ids.array()
         for start in range(0, len(ids), 65536):
             chunk = ExactStore(self.dim)
             labels, vectors = self.copy_for_compaction(ids[start : start + 65536])
@@ -394,10 +395,7 @@ class GalleryIndex:
 
     def list_ids(self, after_id: int, limit: int) -> tuple[Ids, bool]:
         if self._sorted is None:
-            merged = np.concatenate(
-                [np.fromiter(self._graph_ids, np.uint64, len(self._graph_ids)), self._exact.ids]
-            )
-            self._sorted = np.sort(merged)
+            self._sorted = np.sort(np.concatenate([self._graph_ids.array(), self._exact.ids]))
         start = int(np.searchsorted(self._sorted, np.uint64(after_id), side="right"))
         page = self._sorted[start : start + limit]
         return page, start + limit < len(self._sorted)
@@ -413,8 +411,8 @@ class GalleryIndex:
             self._graph.save_index(str(graph))
             files.append(graph)
         arrays: dict[str, npt.NDArray[np.generic]] = {
-            "graph_ids": np.array(sorted(self._graph_ids), np.uint64),
-            "graph_deleted": np.array(sorted(self._graph_deleted), np.uint64),
+            "graph_ids": self._graph_ids.array(),
+            "graph_deleted": self._graph_deleted.array(),
             "exact_ids": self._exact.ids,
             "exact_vectors": self._exact.vectors,
         }
@@ -433,8 +431,8 @@ class GalleryIndex:
             gallery._graph.load_index(str(graph))
             gallery._graph.set_ef(params.ef_search)
             gallery._graph.set_num_threads(1)
-        gallery._graph_ids = set(np.load(folder / f"{stem}.graph_ids.npy").tolist())
-        gallery._graph_deleted = set(np.load(folder / f"{stem}.graph_deleted.npy").tolist())
+        gallery._graph_ids = IdSet(np.load(folder / f"{stem}.graph_ids.npy"))
+        gallery._graph_deleted = IdSet(np.load(folder / f"{stem}.graph_deleted.npy"))
         gallery._exact.add(
             np.load(folder / f"{stem}.exact_ids.npy"),
             np.load(folder / f"{stem}.exact_vectors.npy"),

@@ -43,6 +43,7 @@ from facegrid.indexer.core.gallery import (
     SearchResult,
     Vectors,
 )
+from facegrid.indexer.core.ids import IdSet
 from facegrid.indexer.core.rwlock import ReadWriteLock
 from facegrid.indexer.core.wal import Op, WalRecord, WriteAheadLog
 
@@ -365,15 +366,15 @@ class Shard:
         self._compact(index, ids)
         return True
 
-    def _compact(self, index: GalleryIndex, ids: list[int]) -> None:
+    def _compact(self, index: GalleryIndex, ids: Ids) -> None:
         graph = index.new_graph_for_compaction(len(ids))
-        copied: set[int] = set()
+        copied = IdSet()
         for start in range(0, len(ids), COMPACTION_CHUNK):
             with self._lock.read():
                 labels, vectors = index.copy_for_compaction(ids[start : start + COMPACTION_CHUNK])
             if len(labels):
                 graph.add_items(vectors, labels, num_threads=BUILD_THREADS)
-                copied.update(labels.tolist())
+                copied.update(labels)
         with self._lock.write():
             index.finish_compaction(graph, copied)
 

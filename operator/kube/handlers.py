@@ -171,7 +171,7 @@ class Reconciler:
         hnsw = (body.get("spec") or {}).get("hnsw")
         if not hnsw:
             return
-        m = int(hnsw.get("m", 20))
+        m = int(hnsw.get("m", 24))
         efc = int(hnsw.get("efConstruction", 200))
         efs = int(hnsw.get("efSearch", 200))
         for shard in {s.name: s for s in shards}.values():

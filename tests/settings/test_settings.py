@@ -27,11 +27,11 @@ def test_environment_overrides_file_which_overrides_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "facegrid.toml"
-    config.write_text('[indexer]\ndata_dir = "/from/file"\nhnsw_m = 24\nshard_name = "file"\n')
+    config.write_text('[indexer]\ndata_dir = "/from/file"\nhnsw_m = 28\nshard_name = "file"\n')
     monkeypatch.setenv("FACEGRID_INDEXER_SHARD_NAME", "env")
     settings = IndexerSettings.load(config)
     assert settings.data_dir == Path("/from/file")
-    assert settings.hnsw_m == 24
+    assert settings.hnsw_m == 28
     assert settings.shard_name == "env"
     assert settings.hnsw_ef_search == IndexerSettings.model_fields["hnsw_ef_search"].default
 

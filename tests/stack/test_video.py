@@ -17,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import grpc
+import httpx
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
 from facegrid.stack import PORTS
+from facegrid.v1 import extractor_pb2 as pb
+from facegrid.v1 import extractor_pb2_grpc
 from facegrid.video.core.options import parse
 from facegrid.video.worker import Worker
 from tests.conftest import FACES
@@ -136,6 +141,46 @@ async def test_post_uniq_caps_repeated_posts_of_one_person(
             and math.dist(((x1 + x2) / 2, (y1 + y2) / 2), _centre(p["box"])) <= 60
         ]
         assert len(near) < 2
+
+
+async def test_detect_every_and_scale_post_full_frames_in_frame_pixels(
+    stack: tuple[RunningStack, int], tmp_path: Path
+) -> None:
+    """Detection on every third frame, on frames scaled by half: the tracks still make one post
+    each, the boxes come back in the frame's pixels, and the posted photo is the full frame.
+    (Faces under the minimum size once halved are not found, as the seed's `scale` says, so
+    there may be fewer tracks than at full size.)"""
+    clip = _cut(HAMILTON, 90, tmp_path / "cut.mp4")
+    flags = ["--source", str(clip), "-r", "0", "--min-face-size", "40"]
+    full = _posted(await _run(stack, *flags))
+    worker = await _run(stack, *flags, "--detect-every", "3", "--scale", "0.5")
+    (pipeline,) = worker.finished.values()
+    assert pipeline.stats.frames_in == 90
+    assert pipeline.stats.processed == 30
+    posted = _posted(worker)
+    assert len(posted) == len({p["track"] for p in posted})
+    assert 1 <= len(posted) <= len(full)
+    _, base = stack
+    async with httpx.AsyncClient(timeout=30) as client:
+        photos = [(await client.get(p["answer"]["results"][0]["photo"])).content for p in posted]
+    with grpc.insecure_channel(f"127.0.0.1:{base + PORTS['extractor']}") as channel:
+        detect = extractor_pb2_grpc.ExtractorStub(channel).Detect
+        for post, photo in zip(posted, photos, strict=True):
+            image = cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_COLOR)
+            assert image.shape == (360, 640, 3)
+            # The posted box is where a detection on the full photo puts the face.
+            (result,) = detect(pb.DetectRequest(images=[pb.Image(data=photo)]), timeout=30).results
+            boxes = [(f.bbox.x1, f.bbox.y1, f.bbox.x2, f.bbox.y2) for f in result.faces]
+            assert max(_iou(post["box"], box) for box in boxes) > 0.7, (post["box"], boxes)
+
+
+def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])
+    return w * h / (area - w * h)
 
 
 def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:

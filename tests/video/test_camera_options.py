@@ -28,6 +28,7 @@ def test_overrides_are_converted_like_the_ini_file() -> None:
     [
         ({"min_score": "high"}, "camera c1 option min_score: 'high' is not a valid float"),
         ({"scale": "2"}, "camera c1 option scale must be in (0, 1]"),
+        ({"detect_every": "0"}, "camera c1 option detect_every must be at least 1"),
         ({"api_token": "x"}, "camera c1 option api_token: not an option a camera can override"),
         ({"no_such": "1"}, "camera c1 option no_such: not an option a camera can override"),
     ],

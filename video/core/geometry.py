@@ -25,6 +25,16 @@ class Region:
             and box.y2 <= self.y + self.height
         )
 
+    def zoomed(self, factor: float) -> Region:
+        """The region in the pixels of the frame resized by factor."""
+        x, y = int(self.x * factor), int(self.y * factor)
+        return Region(
+            max(1, round((self.x + self.width) * factor) - x),
+            max(1, round((self.y + self.height) * factor) - y),
+            x,
+            y,
+        )
+
 
 def parse_region(value: str | list[int] | tuple[int, ...]) -> Region:
     """`WxH+X+Y`, or [W, H, X, Y] as the camera API gives it."""
@@ -80,6 +90,10 @@ class Box:
             min(float(frame_width), cx + half_w),
             min(float(frame_height), cy + half_h),
         )
+
+    def zoomed(self, factor: float) -> Box:
+        """The box in the pixels of the frame resized by factor."""
+        return Box(self.x1 * factor, self.y1 * factor, self.x2 * factor, self.y2 * factor)
 
     def shifted(self, dx: float, dy: float) -> Box:
         return Box(self.x1 + dx, self.y1 + dy, self.x2 + dx, self.y2 + dy)

@@ -5,7 +5,8 @@ given on the command line wins. List options (`body`, `headers`, `source-params`
 comma-separated `key=value` items in the ini file and repeated flags on the command line.
 
 Options FaceGrid adds: `extractor` (the extractor's gRPC address, for batched detection),
-`metrics-listen`, and `api-url` (instead of api-host/api-port, e.g. for https).
+`metrics-listen`, `api-url` (instead of api-host/api-port, e.g. for https), and `detect-every`
+(detection on every Nth frame that passes the motion gate; the tracker carries faces between).
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class Options:
     sink_res: str = ""
     license_ntls_server: str = ""
     # FaceGrid's own.
+    # Run detection on every Nth frame worth detecting (1: each one); the tracks carry faces
+    # over the frames between, so N trades how often a face is looked at for CPU.
+    detect_every: int = 1
     extractor: str = "127.0.0.1:18665"
     # Take the cameras from the control plane (gRPC), as assigned to this worker's detector,
     # instead of from camera-url.
@@ -130,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     option("-S", "--source", help="rtsp://..., /dev/videoN, file@FPS:PATH or a file")
     option("--source-params", kind="list", help="FFmpeg options, key=value")
     option("--md-threshold", help="motion threshold (0.002; 0 disables the motion gate)")
-    option("--scale", help="frame scale for motion detection")
+    option("--scale", help="frame scale for motion and face detection (1)")
     option("--request-url", help="/v1/face or /v1/identify")
     option("--camera-url", help="/v0/camera or /v1/camera")
     option("--img-arg", help="the request field of the photo (photo)")
@@ -160,6 +164,7 @@ def parser() -> argparse.ArgumentParser:
     option("--sink-url", help="accepted; FaceGrid has no output video stream")
     option("--sink-res", help="accepted; FaceGrid has no output video stream")
     option("--tracker-threads", help="tracking threads (<= max-persons)")
+    option("--detect-every", help="detect on every Nth frame; tracks carry faces between (1)")
     option("--extractor", help="extractor gRPC address (FaceGrid)")
     option("--metrics-listen", help="host:port for /metrics (FaceGrid)")
     option("--controlplane", help="take cameras from this control plane (FaceGrid)")
@@ -231,6 +236,7 @@ PER_CAMERA = frozenset(
         "md_threshold",
         "scale",
         "max_persons",
+        "detect_every",
         "min_face_size",
         "max_face_size",
         "bbox_scale",
@@ -307,6 +313,7 @@ def _check(o: Options, origins: dict[str, str]) -> None:
         ("md_threshold", o.md_threshold >= 0, "cannot be negative"),
         ("scale", 0 < o.scale <= 1, "must be in (0, 1]"),
         ("max_persons", o.max_persons >= 1, "must be at least 1"),
+        ("detect_every", o.detect_every >= 1, "must be at least 1"),
         ("tracker_threads", o.tracker_threads >= 1, "must be at least 1"),
         ("req_timeout", o.req_timeout > 0, "must be positive"),
         ("bbox_scale", o.bbox_scale > 0, "must be positive"),

@@ -50,6 +50,14 @@ class Detection:
     def direction_score(self) -> float:
         return direction_score(self.landmarks)
 
+    def zoomed(self, factor: float) -> Detection:
+        """The detection in the pixels of the frame resized by factor."""
+        return Detection(
+            self.box.zoomed(factor),
+            self.score,
+            tuple((x * factor, y * factor) for x, y in self.landmarks),
+        )
+
 
 def direction_score(landmarks: Sequence[tuple[float, float]]) -> float:
     if len(landmarks) < 3:
