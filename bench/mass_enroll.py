@@ -12,6 +12,7 @@ server (no stored-photo deduplication), and then:
    face per image).
 
     FACEGRID_MODEL_CACHE=... python bench/mass_enroll.py [--images 2000] [--parallel 10 16]
+        [--setting FACEGRID_EXTRACTOR_THREADS=1 ...]
 
 The target on a 2-core machine is >= 25 images/s (findface-mass-enroll's example: 2.14).
 """
@@ -150,12 +151,20 @@ def main() -> None:
     parser.add_argument("--kill-images", type=int, default=300)
     parser.add_argument("--kills", type=int, default=4)
     parser.add_argument("--seed", type=int, default=9)
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="FACEGRID_NAME=VALUE",
+        help="a setting for the stack's services (repeatable)",
+    )
     args = parser.parse_args()
+    settings = dict(s.split("=", 1) for s in args.setting)
     with tempfile.TemporaryDirectory(prefix="facegrid-massenroll-") as tmp_name:
         tmp = Path(tmp_name)
         data = stack_data(tmp_name)
         base = free_base()
-        process, token = start_stack(data, base)
+        process, token = start_stack(data, base, settings)
         api = f"http://127.0.0.1:{base}"
         try:
             print(f"{len(SOURCES)} source photos, repeated; stack at {api}", flush=True)

@@ -120,6 +120,9 @@ def _stack_addresses(args: argparse.Namespace) -> str | None:
     extractors = [c["target"] for c in components if c["name"] == "extractor"]
     args.mongo_uri = args.mongo_uri or str(state["mongo_uri"])
     args.mongo_db = args.mongo_db or str(state["mongo_db"])
+    if hasattr(args, "media_dir") and not args.media_dir:  # regenerate and migrate
+        stored = state.get("media_dir")  # absent from the state of an older stack
+        args.media_dir = Path(str(stored)) if stored else None
     args.controlplane = args.controlplane or (planes[0] if planes else None)
     if hasattr(args, "extractor"):  # regenerate
         args.extractor = args.extractor or (extractors[0] if extractors else None)

@@ -232,6 +232,11 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
         "http_listen": address("extractor-http"),
         "licensing": address("licensing"),
     }
+    if "FACEGRID_EXTRACTOR_THREADS" not in os.environ:
+        # The extractor shares this machine's cores with MongoDB, the gateway and the shards,
+        # and runs concurrent requests side by side: one onnxruntime thread per call keeps it
+        # from oversubscribing them (mass-enroll on 2 cores: 24.4 images/s against 22.9).
+        extractor_env["threads"] = "1"
     bundle = models_dir(data) / BUNDLE_VERSION
     if (bundle / "manifest.json").exists():
         extractor_env["model_dir"] = str(bundle)
@@ -265,6 +270,7 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
                 "listen": address("gateway"),
                 "mongo_uri": mongo_uri,
                 "mongo_db": settings.mongo_db,
+                "media_dir": str(media_dir(data)),
                 "redis_url": f"redis://{address('redis')}/0",
                 "controlplane": address("controlplane"),
                 "extractor": address("extractor"),
@@ -276,6 +282,11 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
         )
     )
     return components
+
+
+def media_dir(data_dir: Path) -> Path:
+    """Where the one-machine gateway keeps stored photos and normalized faces."""
+    return data_dir / "media"
 
 
 def models_dir(data_dir: Path) -> Path:
@@ -475,6 +486,7 @@ class Stack:
             "token": token,
             "mongo_uri": self._mongo_uri(),
             "mongo_db": self.settings.mongo_db,
+            "media_dir": str(media_dir(self.data_dir)),
             "components": [
                 {
                     "name": c.name,

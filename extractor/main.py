@@ -70,6 +70,7 @@ def build(
             batch_wait=settings.batch_wait_ms / 1000,
             max_batch=settings.model_batch,
             observe=lambda stage, seconds: stages.labels(stage).observe(seconds),
+            spin=settings.spin,
         )
         engine.warm_up()
         extraction = Extraction(engine, settings.max_batch, settings.min_face_size)

@@ -48,6 +48,11 @@ class ExtractorSettings(LicensedSettings):
         "it never falls back to the CPU silently",
     )
     threads: int = Field(0, ge=0, le=256, description="onnxruntime threads per model; 0 = auto")
+    spin: bool = Field(
+        False,
+        description="let onnxruntime's threads spin between runs: a little less latency on "
+        "dedicated cores, CPU taken from other processes on shared ones",
+    )
     max_batch: int = Field(64, ge=1, le=4096, description="most photos or faces in one call")
     model_batch: int = Field(
         256, ge=1, le=4096, description="most face chips merged into one face vector model run"

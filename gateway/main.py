@@ -34,7 +34,8 @@ from facegrid.gateway.extractor_client import ExtractorClient
 from facegrid.gateway.index_plans import MongoIndexPlans
 from facegrid.gateway.licensed import LicensedCount
 from facegrid.gateway.live import MongoWebhookStore, RedisEventBus, WebhookDispatcher
-from facegrid.gateway.mongo import GridFsMedia, MongoFaceStore, MongoHistoryStore
+from facegrid.gateway.media import media_store
+from facegrid.gateway.mongo import MongoFaceStore, MongoHistoryStore
 from facegrid.gateway.settings import GatewaySettings
 from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
 from facegrid.licence import LicenceClient
@@ -95,7 +96,7 @@ async def serve(settings: GatewaySettings) -> None:
         friend_count=settings.friend_count,
         friend_interval=dt.timedelta(seconds=settings.friend_interval),
     )
-    media = GridFsMedia(mongo, settings.mongo_db)
+    media = media_store(settings.media_dir, mongo, settings.mongo_db)
     placements = ControlPlanePlacements(channels["controlplane"], settings.call_timeout)
     shard_channels = ChannelPool()
     index = ShardRouter(placements, shard_channels, timeout=settings.search_timeout)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from facegrid.settings import HostPort, HostPorts, Networks, ServiceSettings
@@ -15,6 +17,11 @@ class GatewaySettings(ServiceSettings):
     mongo_uri: str = Field("mongodb://127.0.0.1:27017", description="MongoDB connection URI")
     mongo_db: str = Field("facegrid", min_length=1, description="MongoDB database name")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+    media_dir: Path | None = Field(
+        None,
+        description="folder for stored photos and normalized faces (one gateway); unset keeps "
+        "them in MongoDB's GridFS, which gateway replicas share",
+    )
     controlplane: HostPort = Field("127.0.0.1:50050", description="ControlPlane gRPC address")
     extractor: HostPort = Field("127.0.0.1:18665", description="Extractor gRPC address")
     extra_extractors: HostPorts = Field(

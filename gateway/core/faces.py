@@ -215,6 +215,9 @@ class Faces:
         if bboxes and trust_boxes:
             photo_format(photo)
             chosen = [Detection(b, 1.0, 0.0) for b in bboxes]
+        elif not bboxes and mf_selector == "biggest":
+            photo_format(photo)
+            return await (extractor or self._extractor).extract_biggest(photo.data, wanted)
         else:
             chosen = select(await self.detect(photo, bboxes), mf_selector)
         if not chosen:

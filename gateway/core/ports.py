@@ -62,6 +62,10 @@ class Extractor(Protocol):
         """A face from an already aligned chip (the video worker's `face0`)."""
         ...
 
+    async def extract_biggest(self, photo: bytes, wanted: Wanted) -> Extracted:
+        """The biggest face on the photo, found and extracted in one call (none: no faces)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SearchOutcome:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     ExtractionServices = tuple[
         AsyncMongoClient[dict[str, Any]], str, ExtractorClient, ControlPlane, Shards
     ]
+    from facegrid.gateway.core.ports import MediaStore
 
 EXIT_DIFFERENCES = 1
 EXIT_USAGE = 2
@@ -111,6 +112,11 @@ def _add_services(
     p.add_argument("--controlplane", help="control plane HOST:PORT (default: the gateway's)")
     if extractor:
         p.add_argument("--extractor", help="extractor HOST:PORT (default: the gateway's)")
+        p.add_argument(
+            "--media-dir",
+            type=Path,
+            help="folder of the stored photos and faces (default: the gateway's; unset: GridFS)",
+        )
     if stack_lookup is not None:
         p.add_argument(
             "--stack",
@@ -205,7 +211,9 @@ async def _regenerate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         async with _extraction_services(args) as services:
-            report = await Regenerator(*services, options).run(None if args.quiet else sys.stderr)
+            report = await Regenerator(*services, options, _media(args, services)).run(
+                None if args.quiet else sys.stderr
+            )
             print(summary(report))
             return 0 if not report.failed and not report.stopped else EXIT_DIFFERENCES
     except TopologyError as e:
@@ -305,7 +313,7 @@ async def _migrate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         async with _extraction_services(args) as services:
-            migrator = Migrator(*services, options)
+            migrator = Migrator(*services, options, _media(args, services))
             if args.action == "status":
                 print("\n".join(await migrator.status()) or "no gallery has an index plan yet")
                 return 0
@@ -322,6 +330,22 @@ async def _migrate(args: argparse.Namespace) -> int:
     except (MigrationError, ApiError, PyMongoError) as e:
         print(f"facegrid migrate: {e}", file=sys.stderr)
         return EXIT_SERVICE
+
+
+def _media(args: argparse.Namespace, services: ExtractionServices) -> MediaStore:
+    """The media store of --media-dir, else of the gateway's media_dir, else GridFS."""
+    from facegrid.gateway.media import media_store
+    from facegrid.gateway.settings import GatewaySettings
+    from facegrid.settings import ConfigError
+
+    folder = args.media_dir
+    if folder is None:
+        try:
+            folder = GatewaySettings.load(getattr(args, "config", None)).media_dir
+        except ConfigError as e:
+            raise SystemExit(f"facegrid: {e}") from e
+    client, db = services[0], services[1]
+    return media_store(folder, client, db)
 
 
 def _settings(args: argparse.Namespace) -> tuple[str, str, str, str]:

@@ -38,7 +38,7 @@ from pymongo import AsyncMongoClient, UpdateOne
 
 from facegrid.gateway.core.errors import ApiError
 from facegrid.gateway.core.indexes import SHADOW_PREFIX, model_key, shadow_index
-from facegrid.gateway.core.ports import Wanted
+from facegrid.gateway.core.ports import MediaStore, Wanted
 from facegrid.gateway.extractor_client import ExtractorClient
 from facegrid.gateway.index_plans import COLLECTION, plan_of
 from facegrid.gateway.mongo import ACTIVE, MEDIA_PREFIX, GridFsMedia
@@ -107,10 +107,12 @@ class Migrator:
         plane: ControlPlane,
         shards: Shards,
         options: MigrateOptions,
+        media: MediaStore | None = None,
     ) -> None:
+        """media: where the stored photos and faces are (default: GridFS in db)."""
         self._faces = client[db]["faces"]
         self._plans = client[db][COLLECTION]
-        self._media = GridFsMedia(client, db)
+        self._media = media or GridFsMedia(client, db)
         self._extractor = extractor
         self._plane = plane
         self._shards = shards

@@ -28,7 +28,7 @@ from pymongo import AsyncMongoClient
 
 from facegrid.gateway.core.errors import ApiError
 from facegrid.gateway.core.model import BBox
-from facegrid.gateway.core.ports import Wanted
+from facegrid.gateway.core.ports import MediaStore, Wanted
 from facegrid.gateway.extractor_client import ExtractorClient
 from facegrid.gateway.index_plans import COLLECTION
 from facegrid.gateway.mongo import ACTIVE, MEDIA_PREFIX, GridFsMedia
@@ -88,11 +88,13 @@ class Regenerator:
         plane: ControlPlane,
         shards: Shards,
         options: RegenerateOptions,
+        media: MediaStore | None = None,
     ) -> None:
+        """media: where the stored photos and faces are (default: GridFS in db)."""
         self._faces = client[db]["faces"]
         self._checkpoints = client[db][CHECKPOINTS]
         self._plans = client[db][COLLECTION]
-        self._media = GridFsMedia(client, db)
+        self._media = media or GridFsMedia(client, db)
         self._extractor = extractor
         self._plane = plane
         self._shards = shards
