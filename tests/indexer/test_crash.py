@@ -8,11 +8,9 @@ write in flight at the kill may go either way.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,40 +21,14 @@ import numpy as np
 from facegrid.v1 import index_pb2 as pb
 from facegrid.v1 import index_pb2_grpc
 from tests.conftest import free_port
+from tests.indexer.processes import start_indexer, wait_ready
 
 ROUNDS = 20
 
 
 def _start(data: Path, port: int, primary: str = "") -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
-    follow = {"FACEGRID_INDEXER_ROLE": "follower", "FACEGRID_INDEXER_PRIMARY": primary}
-    return subprocess.Popen(
-        [sys.executable, "-m", "facegrid.indexer"],
-        env={
-            **env,
-            "FACEGRID_INDEXER_DATA_DIR": str(data),
-            "FACEGRID_INDEXER_LISTEN": f"127.0.0.1:{port}",
-            "FACEGRID_INDEXER_METRICS_LISTEN": "",
-            "FACEGRID_INDEXER_HTTP_LISTEN": "",
-            "FACEGRID_INDEXER_SNAPSHOT_EVERY": "40",
-            "FACEGRID_INDEXER_LOG_LEVEL": "warning",
-            **(follow if primary else {}),
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-def _ready(stub: index_pb2_grpc.IndexShardStub, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            stub.Stats(pb.StatsRequest(), timeout=1)
-            return
-        except grpc.RpcError:
-            assert process.poll() is None, f"the shard exited with {process.returncode}"
-            assert time.monotonic() < deadline, "the shard never came up"
-            time.sleep(0.05)
+    follow = {"role": "follower", "primary": primary} if primary else {}
+    return start_indexer(data, port, snapshot_every="40", **follow)
 
 
 def _stored_ids(stub: index_pb2_grpc.IndexShardStub) -> set[int]:
@@ -130,8 +102,8 @@ def test_no_acknowledged_write_is_lost_or_resurrected(tmp_path: Path, unused_por
         ):
             primary_stub = index_pb2_grpc.IndexShardStub(primary_channel)
             follower_stub = index_pb2_grpc.IndexShardStub(follower_channel)
-            _ready(primary_stub, primary)
-            _ready(follower_stub, follower)
+            wait_ready(primary_stub, primary)
+            wait_ready(follower_stub, follower)
             expected = _content(primary_stub)
             deadline = time.monotonic() + 30
             while follower_stub.Stats(pb.StatsRequest()).lsn != expected[0]:
@@ -163,7 +135,7 @@ def _kill_rounds(
         process = _start(data, port)
         with grpc.insecure_channel(address) as channel:
             stub = index_pb2_grpc.IndexShardStub(channel)
-            _ready(stub, process)
+            wait_ready(stub, process)
 
             # Everything acknowledged so far survived the previous kill.
             stored = _stored_ids(stub)

@@ -3,9 +3,6 @@ hugetlb tunable, and a built graph then lives on huge pages (compared with the s
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from facegrid.indexer import hugepages
 from facegrid.v1 import index_pb2 as pb
 from facegrid.v1 import index_pb2_grpc
 from tests.conftest import free_port
+from tests.indexer.processes import start_indexer, wait_ready
 
 FACES = 40_000
 
@@ -30,26 +28,6 @@ def test_the_kernel_mode_is_read_from_sysfs(tmp_path: Path) -> None:
     assert hugepages.thp_mode(tmp_path / "missing") == ""
 
 
-def _shard(data: Path, port: int, huge_pages: bool) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES",)}
-    env = {k: v for k, v in env.items() if not k.startswith("FACEGRID_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "facegrid.indexer"],
-        env={
-            **env,
-            "FACEGRID_INDEXER_DATA_DIR": str(data),
-            "FACEGRID_INDEXER_LISTEN": f"127.0.0.1:{port}",
-            "FACEGRID_INDEXER_METRICS_LISTEN": "",
-            "FACEGRID_INDEXER_HTTP_LISTEN": "",
-            "FACEGRID_INDEXER_HUGE_PAGES": str(huge_pages).lower(),
-            # A small, quickly built graph is enough to show where its memory lives.
-            "FACEGRID_INDEXER_HNSW_M": "4",
-            "FACEGRID_INDEXER_HNSW_EF_CONSTRUCTION": "8",
-            "FACEGRID_INDEXER_BUILD_GRAPH_MIN": "1000",
-        },
-    )
-
-
 def _huge_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("AnonHugePages:"):
@@ -60,18 +38,20 @@ def _huge_kib(pid: int) -> int:
 def _graph_on_huge_pages(tmp_path: Path, huge_pages: bool) -> tuple[int, str]:
     """(AnonHugePages in KiB once a graph of FACES vectors is built, the tunables it ran with)."""
     port = free_port()
-    process = _shard(tmp_path / f"shard-{huge_pages}", port, huge_pages)
+    # A small, quickly built graph is enough to show where its memory lives.
+    process = start_indexer(
+        tmp_path / f"shard-{huge_pages}",
+        port,
+        huge_pages=str(huge_pages).lower(),
+        hnsw_m="4",
+        hnsw_ef_construction="8",
+        build_graph_min="1000",
+    )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = index_pb2_grpc.IndexShardStub(channel)
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    stub.Stats(pb.StatsRequest(), timeout=1)
-                    break
-                except grpc.RpcError:
-                    assert process.poll() is None and time.monotonic() < deadline
-                    time.sleep(0.1)
+            wait_ready(stub, process)
+            deadline = time.monotonic() + 150
             vectors = np.random.default_rng(3).normal(size=(FACES, 128)).astype("<f4")
             for start in range(0, FACES, 5000):
                 entries = [
@@ -83,7 +63,7 @@ def _graph_on_huge_pages(tmp_path: Path, huge_pages: bool) -> tuple[int, str]:
                 (gallery,) = stub.Stats(pb.StatsRequest(), timeout=5).galleries
                 if gallery.indexed == FACES:
                     break
-                assert time.monotonic() < deadline + 120, "the graph was never built"
+                assert time.monotonic() < deadline, "the graph was never built"
                 time.sleep(0.2)
         environ = Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
         tunables = [e.decode() for e in environ if e.startswith(b"GLIBC_TUNABLES=")]
