@@ -7,13 +7,16 @@ Starts the real extractor server on loopback with a freshly built bundle, then k
 - 640x480 photos with one face, one per call: photos per second (detect, align, facen).
 Run once with `--batch-wait-ms 0` to see what micro-batching adds.
 
-    FACEGRID_MODEL_CACHE=... python bench/extractor_service.py [--clients 8] [--device cuda]
+    FACEGRID_MODEL_CACHE=... python bench/extractor_service.py [--clients 8 32] [--device cuda]
+
+FACEGRID_BENCH_MODELS: a folder where the bundle is built once and kept (see gateway_latency).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import tempfile
 import time
@@ -62,14 +65,46 @@ async def load(
     return done / (time.perf_counter() - start)
 
 
+def stage_totals(registry: CollectorRegistry) -> dict[str, tuple[float, float]]:
+    """(calls, seconds) so far per stage of the extractor's stage histogram."""
+    totals: dict[str, list[float]] = {}
+    for metric in registry.collect():
+        if metric.name != "facegrid_extractor_stage_seconds":
+            continue
+        for sample in metric.samples:
+            entry = totals.setdefault(sample.labels["stage"], [0.0, 0.0])
+            if sample.name.endswith("_count"):
+                entry[0] = sample.value
+            elif sample.name.endswith("_sum"):
+                entry[1] = sample.value
+    return {stage: (n, s) for stage, (n, s) in totals.items()}
+
+
+def stage_means(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> str:
+    """Mean milliseconds per call of each stage between two stage_totals."""
+    parts = []
+    for stage, (n, s) in after.items():
+        n0, s0 = before.get(stage, (0.0, 0.0))
+        if n > n0:
+            parts.append(f"{stage} {1000 * (s - s0) / (n - n0):.1f} ms x{n - n0:.0f}")
+    return "stages: " + ", ".join(parts)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, nargs="+", default=[8])
     parser.add_argument("--chips", type=int, default=8, help="prenormalized chips per call")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--model-batch", type=int, default=256)
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--cuda-conv-algo-search",
+        choices=["HEURISTIC", "EXHAUSTIVE", "DEFAULT"],
+        default="HEURISTIC",
+    )
     args = parser.parse_args()
 
     photo = cv2.imread(str(FACES / "face_recognition/examples/obama.jpg"))
@@ -78,20 +113,21 @@ async def main() -> None:
     photo_jpeg = cv2.imencode(".jpg", canvas)[1].tobytes()
 
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = build(Path(tmp), progress=lambda _line: None).path
+        models = os.environ.get("FACEGRID_BENCH_MODELS") or tmp
+        bundle = build(Path(models), progress=lambda _line: None).path
         settings = ExtractorSettings(
             listen=f"127.0.0.1:{free_port()}",
             metrics_listen=None,
             http_listen=None,
             model_dir=bundle,
             device=args.device,
+            cuda_conv_algo_search=args.cuda_conv_algo_search,
             model_batch=args.model_batch,
             batch_wait_ms=args.batch_wait_ms,
             max_batch=max(64, args.chips),
         )
-        server, _, port = await grpcserver.start(
-            extractor_main.build(settings, CollectorRegistry())
-        )
+        registry = CollectorRegistry()
+        server, _, port = await grpcserver.start(extractor_main.build(settings, registry))
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = extractor_pb2_grpc.ExtractorStub(channel)
             first = await stub.Extract(
@@ -105,19 +141,26 @@ async def main() -> None:
                 items=[pb.ExtractItem(image=pb.Image(data=chip), prenormalized=True)] * args.chips,
                 facen=True,
             )
-            faces = await load(stub, chips, args.clients, args.seconds)
-            print(
-                f"{args.device}: prenormalized chips, {args.clients} clients x {args.chips} "
-                f"per call, batch wait {args.batch_wait_ms} ms: {faces:,.0f} faces/s"
-            )
+            for clients in args.clients:
+                before = stage_totals(registry)
+                faces = await load(stub, chips, clients, args.seconds)
+                print(
+                    f"{args.device}: prenormalized chips, {clients} clients x {args.chips} "
+                    f"per call, batch wait {args.batch_wait_ms} ms: {faces:,.0f} faces/s; "
+                    f"{stage_means(before, stage_totals(registry))}",
+                    flush=True,
+                )
             photos = pb.ExtractRequest(
                 items=[pb.ExtractItem(image=pb.Image(data=photo_jpeg))], facen=True
             )
-            rate = await load(stub, photos, args.clients, args.seconds)
-            print(
-                f"{args.device}: 640x480 photos (detect, align, facen), {args.clients} "
-                f"clients: {rate:,.1f} photos/s"
-            )
+            for clients in args.clients:
+                before = stage_totals(registry)
+                rate = await load(stub, photos, clients, args.seconds)
+                print(
+                    f"{args.device}: 640x480 photos (detect, align, facen), {clients} "
+                    f"clients: {rate:,.1f} photos/s; {stage_means(before, stage_totals(registry))}",
+                    flush=True,
+                )
         await server.stop(None)
 
 

@@ -79,9 +79,13 @@ def free_base() -> int:
 
 
 def stack_data(tmp: str) -> Path:
-    """A data folder for `facegrid up` in tmp, with the model bundle built and linked in."""
+    """A data folder for `facegrid up` in tmp, with the model bundle built and linked in.
+
+    FACEGRID_BENCH_MODELS names a folder where the bundle is built once and kept for later
+    runs (a machine without the model packages can be given a bundle built elsewhere)."""
     data = Path(tmp) / "data"
-    bundle = build(Path(tmp) / "models", progress=lambda _line: None).path
+    models = os.environ.get("FACEGRID_BENCH_MODELS") or Path(tmp) / "models"
+    bundle = build(Path(models), progress=lambda _line: None).path
     (data / "models").mkdir(parents=True)
     (data / "models" / BUNDLE_VERSION).symlink_to(bundle, target_is_directory=True)
     return data
@@ -103,13 +107,15 @@ def start_stack(
     )
     token = ""
     assert process.stdout is not None
+    seen: list[str] = []
     for line in process.stdout:
+        seen.append(line)
         if line.strip().startswith("Token:"):
             token = line.split()[-1]
         if "Press Ctrl-C to stop." in line:
             break
     else:
-        raise RuntimeError("facegrid up exited")
+        raise RuntimeError(f"facegrid up exited ({process.wait()}):\n" + "".join(seen[-40:]))
     threading.Thread(target=lambda: [None for _ in process.stdout or []], daemon=True).start()
     return process, token
 

@@ -146,7 +146,8 @@ def build(out_dir: Path, cache: Path | None = None, progress: Progress = print) 
             "dlib-resnet-v1.onnx",
             _source(sources.FACE_RECOGNITION_MODELS, member),
             sources.FACE_RECOGNITION_MODELS.licence,
-            "dlib face chip 150x150, padding 0.25, RGB 0..255 NHWC; normalisation in the graph",
+            "dlib face chip 150x150, padding 0.25, RGB 0..255 NHWC as uint8; normalisation in "
+            "the graph",
             resnet,
             facen_size=FACEN_SIZE,
             metric="euclidean",

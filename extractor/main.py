@@ -20,6 +20,7 @@ from facegrid.extractor import http_api
 from facegrid.extractor.core import BadBundle, Bundle, Extractor
 from facegrid.extractor.core.engine import Engine
 from facegrid.extractor.core.extraction import Extraction
+from facegrid.extractor.core.models import Provider
 from facegrid.extractor.http_api import HttpOptions
 from facegrid.extractor.servicer import ExtractorServicer
 from facegrid.extractor.settings import ExtractorSettings
@@ -35,23 +36,32 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = extractor_pb2.DESCRIPTOR.services_by_name["Extractor"].full_name
 
 
-def providers_for(device: str) -> tuple[list[str], str]:
+def providers_for(settings: ExtractorSettings) -> tuple[list[Provider], str]:
     """(onnxruntime providers, reason the device cannot be used or "")."""
     available = list(onnxruntime.get_available_providers())
-    if device == "cuda":
+    if settings.device == "cuda":
         if "CUDAExecutionProvider" not in available:
             return [], (
                 "FACEGRID_EXTRACTOR_DEVICE=cuda but onnxruntime offers no CUDAExecutionProvider "
                 f"(available: {', '.join(available)}); install onnxruntime-gpu or use cpu"
             )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
+        cuda = {
+            "cudnn_conv_algo_search": settings.cuda_conv_algo_search,
+            "use_tf32": "1" if settings.cuda_tf32 else "0",
+        }
+        return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"], ""
     return ["CPUExecutionProvider"], ""
+
+
+def provider_names(providers: list[Provider]) -> list[str]:
+    return [p if isinstance(p, str) else p[0] for p in providers]
 
 
 def build(
     settings: ExtractorSettings, registry: CollectorRegistry = REGISTRY
 ) -> grpcserver.GrpcService:
-    providers, unavailable = providers_for(settings.device)
+    providers, unavailable = providers_for(settings)
+    names = provider_names(providers)
     bundle = Bundle.load(settings.model_dir) if settings.model_dir else None
     extraction = None
     if bundle is not None and not unavailable:
@@ -74,8 +84,8 @@ def build(
         )
         engine.warm_up()
         extraction = Extraction(engine, settings.max_batch, settings.min_face_size)
-        log.info("models %s %s loaded on %s", bundle.version, settings.model_dir, providers[0])
-    extractor = Extractor(bundle, providers or ["none"], unavailable)
+        log.info("models %s %s loaded on %s", bundle.version, settings.model_dir, names[0])
+    extractor = Extractor(bundle, names or ["none"], unavailable)
     licence = licence_client(settings)
     on_start, on_stop = _http_server(settings, extraction, licence)
     on_start.append(licence.start)

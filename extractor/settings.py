@@ -48,6 +48,16 @@ class ExtractorSettings(LicensedSettings):
         "it never falls back to the CPU silently",
     )
     threads: int = Field(0, ge=0, le=256, description="onnxruntime threads per model; 0 = auto")
+    cuda_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
+        "HEURISTIC",
+        description="how cuDNN picks convolution algorithms; EXHAUSTIVE times them all for each "
+        "new input shape, which the detector's pyramid and merged batches keep making",
+    )
+    cuda_tf32: bool = Field(
+        False,
+        description="TF32 convolutions on the GPU: faster, but face vectors move by about 2e-4 "
+        "(measured on an H200) from the CPU's, which match dlib's to 1e-4",
+    )
     spin: bool = Field(
         False,
         description="let onnxruntime's threads spin between runs: a little less latency on "

@@ -8,9 +8,12 @@ shared/notes/models.md) into plain arrays with `parse`, and `build_onnx` writes 
 graph with `onnx.helper`. Parity with `dlib.compute_face_descriptor` is proved by
 tests/extractor/test_dlib_resnet.py.
 
-The ONNX contract: input "chip", float32 [N, 150, 150, 3], an RGB face chip as
+The ONNX contract: input "chip", uint8 [N, 150, 150, 3], an RGB face chip as
 `dlib.get_face_chip(img, shape, size=150, padding=0.25)` cuts it, raw 0..255 values; output
 "facen", float32 [N, 128], dlib's descriptor (not L2-normalised, same person: distance < 0.6).
+The chip is uint8, as it is cut, so that a GPU run copies a quarter of the bytes a float32 chip
+would take to the device; the graph's first node casts it to float32, which is exact, so the
+descriptors are bit for bit those of a float32 input.
 """
 
 from __future__ import annotations
@@ -537,8 +540,10 @@ def build_onnx(dat: bytes, *, name: str = "dlib-resnet-v1", version: str = "1") 
     graph = _Graph()
     rows, cols = net.input.rows, net.input.cols
 
-    # NHWC uint8-valued RGB in, as chips come from OpenCV/dlib; dlib's tensor is NCHW.
-    x = graph.node("Transpose", [INPUT_NAME], None, perm=[0, 3, 1, 2])
+    # NHWC uint8 RGB in, as chips come from OpenCV/dlib; dlib's tensor is NCHW float32. Every
+    # uint8 value is a float32 exactly, so casting first changes no result.
+    x = graph.node("Cast", [INPUT_NAME], None, to=TensorProto.FLOAT)
+    x = graph.node("Transpose", [x], None, perm=[0, 3, 1, 2])
     means = np.array(net.input.means, dtype=np.float32).reshape(1, 3, 1, 1)
     # The mean is subtracted here (float32, like dlib) rather than folded into the stem bias: the
     # stem conv is unpadded so folding would be exact algebraically, but not in rounding.
@@ -574,7 +579,7 @@ def build_onnx(dat: bytes, *, name: str = "dlib-resnet-v1", version: str = "1") 
     onnx_graph = helper.make_graph(
         graph.nodes,
         name,
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", rows, cols, 3])],
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["N", rows, cols, 3])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["N", net.facen_size])],
         graph.initializers,
     )
@@ -585,7 +590,7 @@ def build_onnx(dat: bytes, *, name: str = "dlib-resnet-v1", version: str = "1") 
         doc_string=(
             "dlib_face_recognition_resnet_model_v1 converted by facegrid.extractor.convert."
             "dlib_resnet: chip = dlib.get_face_chip(img, shape5, size=150, padding=0.25) as "
-            "float32 NHWC RGB 0..255; facen = dlib.compute_face_descriptor (not L2-normalised)."
+            "uint8 NHWC RGB 0..255; facen = dlib.compute_face_descriptor (not L2-normalised)."
         ),
     )
     model.ir_version = IR_VERSION

@@ -16,12 +16,15 @@ O-Net crop of an image into one call.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
+
+from facegrid.extractor.core.models import Provider
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -124,7 +127,7 @@ class FaceDetector:
         rnet: bytes,
         onet: bytes,
         params: DetectorParams | None = None,
-        providers: list[str] | None = None,
+        providers: Sequence[Provider] | None = None,
         session_options: ort.SessionOptions | None = None,
     ) -> None:
         self.params = params or DetectorParams()

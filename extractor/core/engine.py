@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from facegrid.extractor.core.align import face_chip
 from facegrid.extractor.core.batching import MicroBatcher
 from facegrid.extractor.core.detect import Detection, DetectorParams, FaceDetector
 from facegrid.extractor.core.landmarks import ShapePredictor
-from facegrid.extractor.core.models import BadBundle
+from facegrid.extractor.core.models import BadBundle, Provider
 from facegrid.files import sha256_of
 
 FloatArray = npt.NDArray[np.float32]
@@ -75,7 +75,7 @@ class Engine:
     def __init__(
         self,
         bundle_dir: Path,
-        providers: list[str] | None = None,
+        providers: Sequence[Provider] | None = None,
         threads: int = 0,
         detector_params: DetectorParams | None = None,
         *,
@@ -97,7 +97,7 @@ class Engine:
             self.manifest: dict[str, Any] = json.loads(manifest_path.read_text())
         except (OSError, ValueError) as e:
             raise BadBundle(f"cannot read {manifest_path}: {e}") from e
-        self.providers = providers or ["CPUExecutionProvider"]
+        self.providers = list(providers or ["CPUExecutionProvider"])
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -128,6 +128,9 @@ class Engine:
             ShapePredictorArrays.from_npz(bundle_dir / self.models["landmarks"]["file"])
         )
         self._facen = session("facen")
+        # Chips go in as uint8 (a quarter of float32's bytes to copy to a GPU); a bundle built
+        # before the model took uint8 takes float32, the same values.
+        self._facen_float = self._facen.get_inputs()[0].type == "tensor(float)"
         self._facen_batcher = (
             MicroBatcher(self._run_facen, max_batch, batch_wait, name="facen-batcher")
             if batch_wait is not None
@@ -177,8 +180,10 @@ class Engine:
 
     def facen(self, chips: Image) -> FloatArray:
         """(N, 150, 150, 3) uint8 chips -> (N, 128) face vectors."""
+        if chips.dtype != np.uint8:
+            raise TypeError(f"face chips must be uint8, not {chips.dtype}")
         start = time.perf_counter()
-        rows = chips.astype(np.float32)
+        rows = chips.astype(np.float32) if self._facen_float else chips
         if self._facen_batcher is not None:
             vectors = self._facen_batcher(rows)
         else:

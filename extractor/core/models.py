@@ -14,6 +14,9 @@ from pathlib import Path
 # The bundle this build of FaceGrid makes and expects (`facegrid models build`).
 BUNDLE_VERSION = "2026.11.1"
 
+# An onnxruntime execution provider: its name, or its name and options.
+Provider = str | tuple[str, dict[str, str]]
+
 
 class ExtractorError(Exception):
     pass

@@ -7,8 +7,12 @@ must reproduce.
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +23,8 @@ import pytest
 
 from facegrid.extractor.convert import dlib_resnet
 from facegrid.extractor.convert.dlib_format import DlibFormatError
+from facegrid.extractor.core.engine import Engine
+from facegrid.files import sha256_of
 
 # The converted graph has repeatedly come within 3e-7 of dlib; 1e-4 leaves room for other CPUs'
 # kernels while still catching any wrong layer (those move descriptors by 1e-2 and more).
@@ -63,8 +69,29 @@ def faces(
 
 
 def facens(session: ort.InferenceSession, chips: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    (out,) = session.run(["facen"], {"chip": chips.astype(np.float32)})
+    (out,) = session.run(["facen"], {"chip": chips})
     return np.asarray(out)
+
+
+def float_input(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph as it was before it took uint8: the same nodes without the first Cast, fed
+    float32 chips."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    cast = copy.graph.node[0]
+    assert cast.op_type == "Cast" and list(cast.input) == ["chip"]
+    del copy.graph.node[0]
+    for node in copy.graph.node:
+        node.input[:] = ["chip" if name == cast.output[0] else name for name in node.input]
+    copy.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    onnx.checker.check_model(copy)
+    return copy
+
+
+def random_chips(count: int) -> npt.NDArray[np.uint8]:
+    chips = np.random.default_rng(7).integers(0, 256, (count, 150, 150, 3), dtype=np.uint8)
+    chips[0], chips[1] = 0, 255  # the extremes of the range
+    return chips
 
 
 def one_face(faces: list[Face], photo: str) -> Face:
@@ -100,7 +127,7 @@ def test_graph_contract(model: onnx.ModelProto) -> None:
     (chip,) = model.graph.input
     (facen,) = model.graph.output
     assert chip.name == "chip"
-    assert chip.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert chip.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     dims = [d.dim_param or d.dim_value for d in chip.type.tensor_type.shape.dim]
     assert dims == ["N", 150, 150, 3]
     assert facen.name == "facen"
@@ -108,7 +135,13 @@ def test_graph_contract(model: onnx.ModelProto) -> None:
     assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
     props = {p.key: p.value for p in model.metadata_props}
     assert (props["name"], props["version"]) == ("dlib-resnet-v1", "1")
+    # The uint8 chip is cast to float32 before anything else reads it.
+    first = model.graph.node[0]
+    assert (first.op_type, list(first.input)) == ("Cast", ["chip"])
+    assert onnx.helper.get_attribute_value(first.attribute[0]) == onnx.TensorProto.FLOAT
+    assert sum("chip" in node.input for node in model.graph.node) == 1
     ops = Counter(node.op_type for node in model.graph.node)
+    assert ops["Cast"] == 1
     # Every affine is folded into its conv: no Mul and no BatchNormalization left.
     assert ops["Conv"] == 29
     assert "Mul" not in ops
@@ -142,6 +175,21 @@ def test_a_batch_gives_the_single_results(session: ort.InferenceSession, faces: 
 
     assert batched.shape == (len(chips), 128)
     np.testing.assert_allclose(batched, singles, rtol=0, atol=1e-6)
+
+
+def test_uint8_chips_give_the_vectors_of_float32_chips_bit_for_bit(
+    model: onnx.ModelProto, session: ort.InferenceSession, faces: list[Face]
+) -> None:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    before = ort.InferenceSession(
+        float_input(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    chips = np.concatenate([np.stack([face.chip for face in faces]), random_chips(8)])
+
+    for batch in (chips[:1], chips[1:9], chips):
+        (expected,) = before.run(["facen"], {"chip": batch.astype(np.float32)})
+        np.testing.assert_array_equal(facens(session, batch), expected)
 
 
 def test_distances_separate_people(session: ort.InferenceSession, faces: list[Face]) -> None:
@@ -178,3 +226,65 @@ def test_garbled_and_padded_files_are_format_errors(resnet_dat: bytes) -> None:
 
     with pytest.raises(dlib_resnet.DlibResnetFormatError):
         dlib_resnet.build_onnx(b"not a dlib file at all")
+
+
+# --- The bundle and the engine: uint8 chips straight into the model. ---------------------------
+
+
+def test_the_bundle_describes_the_chip_as_uint8(model_bundle: Path) -> None:
+    manifest = json.loads((model_bundle / "manifest.json").read_text())
+    (facen,) = [m for m in manifest["models"] if m["task"] == "facen"]
+
+    assert facen["inputs"] == [{"name": "chip", "dtype": "uint8", "shape": ["N", 150, 150, 3]}]
+    assert facen["outputs"] == [{"name": "facen", "dtype": "float32", "shape": ["N", 128]}]
+    # The vectors are the same as before the chip became uint8: so is the model's name.
+    assert (facen["name"], facen["version"], manifest["facen_model"]) == (
+        "dlib-resnet-v1",
+        "1",
+        "dlib-resnet-v1",
+    )
+
+
+def test_the_engine_gives_the_float32_vectors_directly_and_batched(model_bundle: Path) -> None:
+    chips = random_chips(12)
+    model = onnx.load(str(model_bundle / "dlib-resnet-v1.onnx"))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # as the engines below
+    before = ort.InferenceSession(
+        float_input(model).SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    expected = [before.run(["facen"], {"chip": chip[None].astype(np.float32)})[0] for chip in chips]
+
+    direct = Engine(model_bundle, threads=1)
+    batched = Engine(model_bundle, threads=1, batch_wait=0.05, max_batch=8)
+    try:
+        for i, chip in enumerate(chips):
+            np.testing.assert_array_equal(direct.facen(chip[None]), expected[i])
+        # Concurrent callers' uint8 chips merged into one run; each gets its own vector back.
+        with ThreadPoolExecutor(len(chips)) as pool:
+            vectors = list(pool.map(lambda chip: batched.facen(chip[None]), chips))
+        for got, wanted in zip(vectors, expected, strict=True):
+            np.testing.assert_allclose(got, wanted, rtol=0, atol=1e-6)
+        with pytest.raises(TypeError, match="uint8"):
+            direct.facen(chips[:1].astype(np.float32))
+    finally:
+        batched.close()
+
+
+def test_the_engine_still_runs_a_bundle_whose_model_takes_float32(
+    model_bundle: Path, tmp_path: Path
+) -> None:
+    old = tmp_path / "bundle"
+    shutil.copytree(model_bundle, old)
+    file = old / "dlib-resnet-v1.onnx"
+    onnx.save(float_input(onnx.load(str(file))), str(file))
+    manifest = json.loads((old / "manifest.json").read_text())
+    for entry in manifest["models"]:
+        if entry["task"] == "facen":
+            entry["sha256"] = sha256_of(file)
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    chips = random_chips(3)
+
+    np.testing.assert_array_equal(
+        Engine(old, threads=1).facen(chips), Engine(model_bundle, threads=1).facen(chips)
+    )

@@ -200,6 +200,28 @@ async def test_cuda_requested_without_a_gpu_is_not_serving(
         assert "CUDAExecutionProvider" in (raised.value.details() or "")
 
 
+def test_cuda_runs_with_the_configured_cudnn_search_and_without_tf32(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # This machine's onnxruntime has no CUDA provider; the seam faked is only the list of
+    # providers it offers, to check what the extractor would ask a GPU build for.
+    offered = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(extractor_main.onnxruntime, "get_available_providers", lambda: offered)
+    providers, unavailable = extractor_main.providers_for(ExtractorSettings(device="cuda"))
+    assert unavailable == ""
+    assert providers == [
+        ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}),
+        "CPUExecutionProvider",
+    ]
+    chosen = ExtractorSettings(device="cuda", cuda_conv_algo_search="EXHAUSTIVE", cuda_tf32=True)
+    providers, _ = extractor_main.providers_for(chosen)
+    assert providers[0] == (
+        "CUDAExecutionProvider",
+        {"cudnn_conv_algo_search": "EXHAUSTIVE", "use_tf32": "1"},
+    )
+    assert extractor_main.providers_for(ExtractorSettings()) == (["CPUExecutionProvider"], "")
+
+
 def test_a_broken_bundle_stops_start_up(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text('{"version": 1}')
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
