@@ -116,8 +116,16 @@ def start_stack(
             break
     else:
         raise RuntimeError(f"facegrid up exited ({process.wait()}):\n" + "".join(seen[-40:]))
-    threading.Thread(target=lambda: [None for _ in process.stdout or []], daemon=True).start()
+    threading.Thread(target=_drain, args=(process,), daemon=True).start()
     return process, token
+
+
+def _drain(process: subprocess.Popen[str]) -> None:
+    """Reads the stack's output to its end, into FACEGRID_BENCH_STACK_LOG if that is set."""
+    path = os.environ.get("FACEGRID_BENCH_STACK_LOG")
+    with open(path or os.devnull, "a") as log:
+        for line in process.stdout or []:
+            log.write(line)
 
 
 def enrol_synthetic(base: int, count: int) -> None:

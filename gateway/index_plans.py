@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from pymongo import AsyncMongoClient, ReturnDocument
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from facegrid.gateway.core.errors import ServiceUnavailable
 from facegrid.gateway.core.indexes import GalleryIndexes, ModelIndex
@@ -66,15 +66,24 @@ class MongoIndexPlans:
             return
         active = {"model": plan.active.model, "index": plan.active.index}
         try:
-            doc = await self._plans.find_one_and_update(
-                {"_id": plan.gallery},
-                {"$setOnInsert": {"active": active}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
+            try:
+                doc = await self._plans.find_one_and_update(
+                    {"_id": plan.gallery},
+                    {"$setOnInsert": {"active": active}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                doc = None
+            if doc is None:
+                # Concurrent first adds to a gallery race to insert its plan: the loser gets a
+                # duplicate key error (MongoDB) or no document (some stand-ins); the plan the
+                # winner wrote is the one to use.
+                doc = await self._plans.find_one({"_id": plan.gallery})
         except PyMongoError as e:
             raise ServiceUnavailable(f"MongoDB: {e}") from e
-        assert doc is not None  # upserted
+        if doc is None:
+            raise ServiceUnavailable(f"MongoDB did not keep the index plan of {plan.gallery!r}")
         self._cache[plan.gallery] = plan_of(doc)
 
     async def forget(self, gallery: str) -> list[str]:

@@ -14,7 +14,7 @@ from bson import Binary
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import NoFile
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
-from pymongo.errors import PyMongoError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from facegrid.gateway.core.errors import ServiceUnavailable
 from facegrid.gateway.core.indexes import model_key
@@ -112,15 +112,25 @@ async def _call(operation: Any) -> Any:
 
 async def _advance(counters: Any, name: str, count: int = 1) -> int:
     """Add count to the named counter; returns its new value (the last id handed out)."""
-    counter = await _call(
-        counters.find_one_and_update(
-            {"_id": name},
-            {"$inc": {"seq": count}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-    )
-    return int(counter["seq"])
+    for _ in range(3):
+        try:
+            counter = await _call(
+                counters.find_one_and_update(
+                    {"_id": name},
+                    {"$inc": {"seq": count}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            )
+        except ServiceUnavailable as e:
+            if not isinstance(e.__cause__, DuplicateKeyError):
+                raise
+            counter = None
+        if counter is not None:
+            return int(counter["seq"])
+        # The counter's first uses raced to insert it and this one lost (a duplicate key error
+        # from MongoDB, no document from some stand-ins): the counter exists now, so again.
+    raise ServiceUnavailable(f"database unavailable: the counter {name!r} was not advanced")
 
 
 def _journaled(client: AsyncMongoClient[Doc], db: str, name: str) -> Any:

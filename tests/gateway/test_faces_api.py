@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -312,3 +313,25 @@ async def test_a_video_worker_post_with_a_normalized_face(api: httpx.AsyncClient
         data={"detectorParams": "[1, 2]"},
     )
     assert bad.status_code == 400 and bad.json()["param"] == "detectorParams"
+
+
+async def test_concurrent_first_faces_of_a_gallery_are_all_enrolled(
+    api: httpx.AsyncClient,
+) -> None:
+    # The first adds to a fresh database race to create the gallery's index plan and the id
+    # counter (a 500 once, with the stand-in); every one must succeed, each with its own id.
+    assert (await api.post("/v1/galleries/race")).status_code == 201
+    photos = [OBAMA, OBAMA2, BIDEN] * 3
+    answers = await asyncio.gather(
+        *(
+            api.post(
+                "/v0/face",
+                files={"photo": ("p.jpg", p)},
+                data={"meta": f"{n}", "galleries": "race"},
+            )
+            for n, p in enumerate(photos)
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * len(photos), [a.text for a in answers]
+    ids = [face["id"] for a in answers for face in a.json()["results"]]
+    assert len(ids) == len(set(ids)) == len(photos)
