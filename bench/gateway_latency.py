@@ -70,12 +70,23 @@ def free_base() -> int:
     while True:
         base = random.randrange(20_000, 32_000, 100)
         try:
-            for port in range(base, base + 60):
+            for port in range(base, base + 100):
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
             return base
         except OSError:
             continue
+
+
+def add_setting_option(parser: argparse.ArgumentParser) -> None:
+    """--setting FACEGRID_NAME=VALUE (repeatable), for start_stack's settings."""
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="FACEGRID_NAME=VALUE",
+        help="a setting for the stack's services (repeatable)",
+    )
 
 
 def stack_data(tmp: str) -> Path:

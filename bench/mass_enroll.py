@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_latency import free_base, stack_data, start_stack
+from gateway_latency import add_setting_option, free_base, stack_data, start_stack
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 SOURCES = [
@@ -151,13 +151,7 @@ def main() -> None:
     parser.add_argument("--kill-images", type=int, default=300)
     parser.add_argument("--kills", type=int, default=4)
     parser.add_argument("--seed", type=int, default=9)
-    parser.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="FACEGRID_NAME=VALUE",
-        help="a setting for the stack's services (repeatable)",
-    )
+    add_setting_option(parser)
     args = parser.parse_args()
     settings = dict(s.split("=", 1) for s in args.setting)
     with tempfile.TemporaryDirectory(prefix="facegrid-massenroll-") as tmp_name:

@@ -30,7 +30,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).parent))
-from gateway_latency import free_base, stack_data, start_stack
+from gateway_latency import add_setting_option, free_base, stack_data, start_stack
 
 from facegrid.stack import PORTS
 from facegrid.video.core.options import parse
@@ -132,13 +132,7 @@ def main() -> None:
     parser.add_argument("--detect-every", type=int, default=1)
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--max-drop", type=float, default=0.01, help="dropped share allowed")
-    parser.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="FACEGRID_NAME=VALUE",
-        help="a setting for the stack's services (repeatable)",
-    )
+    add_setting_option(parser)
     args = parser.parse_args()
     settings = dict(s.split("=", 1) for s in args.setting)
     with tempfile.TemporaryDirectory(prefix="facegrid-streams-") as tmp:

@@ -37,6 +37,7 @@ def _load_stack_settings(args: argparse.Namespace) -> StackSettings:
             ("data_dir", getattr(args, "data_dir", None)),
             ("port_base", getattr(args, "port_base", None)),
             ("shards", getattr(args, "shards", None)),
+            ("extractors", getattr(args, "extractors", None)),
             ("mongo_uri", getattr(args, "mongo_uri", None)),
         )
         if value is not None
@@ -117,7 +118,7 @@ def _stack_addresses(args: argparse.Namespace) -> str | None:
         return f"FaceGrid is not running (no state in {data_dir})"
     components: list[dict[str, Any]] = state["components"]  # type: ignore[assignment]
     planes = [c["target"] for c in components if c["name"] == "controlplane"]
-    extractors = [c["target"] for c in components if c["name"] == "extractor"]
+    extractors = [c["target"] for c in components if c["name"].startswith("extractor")]
     args.mongo_uri = args.mongo_uri or str(state["mongo_uri"])
     args.mongo_db = args.mongo_db or str(state["mongo_db"])
     if hasattr(args, "media_dir") and not args.media_dir:  # regenerate and migrate
@@ -125,7 +126,7 @@ def _stack_addresses(args: argparse.Namespace) -> str | None:
         args.media_dir = Path(str(stored)) if stored else None
     args.controlplane = args.controlplane or (planes[0] if planes else None)
     if hasattr(args, "extractor"):  # regenerate
-        args.extractor = args.extractor or (extractors[0] if extractors else None)
+        args.extractor = args.extractor or (",".join(extractors) if extractors else None)
     return None
 
 
@@ -152,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $FACEGRID_PORT_BASE or 8000)",
     )
     up.add_argument("--shards", type=int, help="number of index shards (default 1)")
+    up.add_argument(
+        "--extractors",
+        type=int,
+        help="extractor processes; the gateway spreads its calls over them (default 1)",
+    )
     up.add_argument(
         "--mongo-uri",
         help="use this MongoDB (default: $FACEGRID_MONGO_URI, else start a local one)",

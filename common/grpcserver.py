@@ -65,15 +65,23 @@ class GrpcService:
     on_stop: Sequence[Callable[[], Awaitable[None]]] = ()
     # Service names to report NOT_SERVING from the start, with the reason (logged).
     not_serving: dict[str, str] = field(default_factory=dict)
+    # Seconds a client connection is kept before the client is asked to reconnect (and so to
+    # resolve the service's name again and spread over its replicas); None: for ever.
+    max_connection_age: float | None = None
 
 
 async def start(service: GrpcService) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """Start serving; returns the server, its health servicer and the bound port."""
     metrics = RequestMetrics(service.name, service.registry)
     # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
-    server = grpc.aio.server(
-        interceptors=[GrpcObservabilityInterceptor(metrics)], options=[("grpc.so_reuseport", 0)]
-    )
+    options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+    if service.max_connection_age is not None:
+        options += [
+            ("grpc.max_connection_age_ms", int(service.max_connection_age * 1000)),
+            # Calls in flight when the connection ages out get this long to finish.
+            ("grpc.max_connection_age_grace_ms", 30_000),
+        ]
+    server = grpc.aio.server(interceptors=[GrpcObservabilityInterceptor(metrics)], options=options)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for registration in service.registrations:

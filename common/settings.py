@@ -20,6 +20,8 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
+from facegrid import balancing
+
 CONFIG_ENV_VAR = "FACEGRID_CONFIG"
 EXIT_BAD_CONFIG = 2
 
@@ -59,6 +61,18 @@ CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 
 HostPorts = Annotated[CommaList, AfterValidator(lambda v: [_check_host_port(a) for a in v])]
 """Addresses given as `host1:port1,host2:port2`."""
+
+
+def _check_replicas(value: str) -> str:
+    balancing.target(value)  # raises ValueError for anything it cannot balance over
+    for part in value.split(","):
+        _check_host_port(part.strip())
+    return value
+
+
+Replicas = Annotated[str, AfterValidator(_check_replicas)]
+"""A service's replicas to spread calls over: `host:port` (every address DNS gives the name, as a
+headless Service lists its pods) or `ip:port,ip:port,...` (see facegrid.balancing)."""
 
 
 def _check_networks(value: list[str]) -> list[str]:

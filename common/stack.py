@@ -56,6 +56,10 @@ PORTS = {
 }
 SHARD_PORT = 20
 MAX_SHARDS = 16
+# Extractor i > 0 uses EXTRACTOR_PORT + 3*(i-1), and the next two for metrics and HTTP; the
+# first uses PORTS' "extractor" ports.
+EXTRACTOR_PORT = SHARD_PORT + 3 * MAX_SHARDS
+MAX_EXTRACTORS = 8
 
 
 def default_data_dir() -> Path:
@@ -77,6 +81,13 @@ class StackSettings(ServiceSettings):
         8000, ge=1024, le=65000, description="the gateway's port; the others follow it"
     )
     shards: int = Field(1, ge=1, le=MAX_SHARDS, description="number of index shards")
+    extractors: int = Field(
+        1,
+        ge=1,
+        le=MAX_EXTRACTORS,
+        description="extractor processes, each with the models loaded; the gateway spreads its "
+        "calls over them (one Python process uses about 2 cores however many the machine has)",
+    )
 
 
 @dataclass
@@ -226,12 +237,7 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
                 listen,
             )
         )
-    extractor_env = {
-        "listen": address("extractor"),
-        "metrics_listen": address("extractor-metrics"),
-        "http_listen": address("extractor-http"),
-        "licensing": address("licensing"),
-    }
+    extractor_env = {"licensing": address("licensing")}
     if "FACEGRID_EXTRACTOR_THREADS" not in os.environ:
         # The extractor shares this machine's cores with MongoDB, the gateway and the shards,
         # and runs concurrent requests side by side: one onnxruntime thread per call keeps it
@@ -240,11 +246,18 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
     bundle = models_dir(data) / BUNDLE_VERSION
     if (bundle / "manifest.json").exists():
         extractor_env["model_dir"] = str(bundle)
-    components.append(
-        service(
-            "extractor", "facegrid.extractor", "extractor", extractor_env, 1, address("extractor")
-        )
-    )
+    extractors = []
+    for i in range(settings.extractors):
+        if i == 0:
+            name, ports = "extractor", [address(k) for k in ("extractor", "extractor-metrics")]
+            ports.append(address("extractor-http"))
+        else:
+            name, first = f"extractor-{i}", settings.port_base + EXTRACTOR_PORT + 3 * (i - 1)
+            ports = [f"{host}:{first + k}" for k in range(3)]
+        listen, metrics, http = ports
+        env = {**extractor_env, "listen": listen, "metrics_listen": metrics, "http_listen": http}
+        components.append(service(name, "facegrid.extractor", "extractor", env, 1, listen))
+        extractors.append(listen)
     components.append(
         service(
             "controlplane",
@@ -273,7 +286,7 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
                 "media_dir": str(media_dir(data)),
                 "redis_url": f"redis://{address('redis')}/0",
                 "controlplane": address("controlplane"),
-                "extractor": address("extractor"),
+                "extractor": ",".join(extractors),
                 "licensing": address("licensing"),
             },
             3,

@@ -110,6 +110,7 @@ def build(
         ],
         registry=registry,
         not_serving={SERVICE_NAME: unavailable} if unavailable else {},
+        max_connection_age=settings.max_connection_age or None,
         on_start=on_start,
         on_stop=on_stop,
     )

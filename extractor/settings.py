@@ -48,6 +48,13 @@ class ExtractorSettings(LicensedSettings):
         "it never falls back to the CPU silently",
     )
     threads: int = Field(0, ge=0, le=256, description="onnxruntime threads per model; 0 = auto")
+    max_connection_age: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="seconds a client's connection lasts before the client is asked to "
+        "reconnect, so that clients spread their calls over replicas started since; 0: for ever",
+    )
     cuda_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = Field(
         "HEURISTIC",
         description="how cuDNN picks convolution algorithms; EXHAUSTIVE times them all for each "

@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from facegrid import balancing
 from facegrid.entrypoint import run_service
 from facegrid.fetch import FetchPolicy, fetch, parse_networks
 from facegrid.gateway.adapters import (
@@ -52,12 +53,9 @@ async def serve(settings: GatewaySettings) -> None:
     )
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=HEALTH_TIMEOUT)
     channels = {
-        name: grpc.aio.insecure_channel(address)
-        for name, address in (
-            ("controlplane", settings.controlplane),
-            ("extractor", settings.extractor),
-            ("licensing", settings.licensing),
-        )
+        "controlplane": grpc.aio.insecure_channel(settings.controlplane),
+        "extractor": balancing.channel(settings.extractor),
+        "licensing": grpc.aio.insecure_channel(settings.licensing),
     }
 
     async def mongo_ok() -> bool:
@@ -119,7 +117,7 @@ async def serve(settings: GatewaySettings) -> None:
     )
     face_quota = LicensedCount(licence, "faces", store.count_active)
     extractor = ExtractorClient(channels["extractor"], settings.call_timeout)
-    extra_channels = [grpc.aio.insecure_channel(a) for a in settings.extra_extractors]
+    extra_channels = [balancing.channel(a) for a in settings.extra_extractors]
     models = Models(
         extractor,
         [ExtractorClient(c, settings.call_timeout) for c in extra_channels],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from facegrid.settings import HostPort, HostPorts, Networks, ServiceSettings
+from facegrid.settings import HostPort, HostPorts, Networks, Replicas, ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
@@ -23,12 +23,17 @@ class GatewaySettings(ServiceSettings):
         "them in MongoDB's GridFS, which gateway replicas share",
     )
     controlplane: HostPort = Field("127.0.0.1:50050", description="ControlPlane gRPC address")
-    extractor: HostPort = Field("127.0.0.1:18665", description="Extractor gRPC address")
+    extractor: Replicas = Field(
+        "127.0.0.1:18665",
+        description="the extractors' gRPC address: a name (every address DNS gives it, as for a "
+        "headless Service) or ip:port,ip:port; calls go to each in turn",
+    )
     extra_extractors: HostPorts = Field(
         default_factory=list,
         description=(
-            "extractors serving other models (comma-separated gRPC addresses), for galleries "
-            "a model migration builds or has switched to another model"
+            "extractors serving other models (comma-separated gRPC addresses, each spread over "
+            "what DNS gives it), for galleries a model migration builds or has switched to "
+            "another model"
         ),
     )
     index_refresh: float = Field(

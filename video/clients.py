@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import httpx
 
+from facegrid import balancing
 from facegrid.v1 import extractor_pb2 as pb
 from facegrid.v1 import extractor_pb2_grpc
 from facegrid.video.core.geometry import Box, Region, parse_region
@@ -24,7 +25,7 @@ class ExtractorError(Exception):
 
 class Extractor:
     def __init__(self, address: str, timeout: float = 10.0) -> None:
-        self._channel = grpc.insecure_channel(address)
+        self._channel = balancing.sync_channel(address)
         self._stub = extractor_pb2_grpc.ExtractorStub(self._channel)
         self._timeout = timeout
 

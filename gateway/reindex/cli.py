@@ -228,6 +228,7 @@ async def _extraction_services(args: argparse.Namespace) -> AsyncIterator[Extrac
     import grpc
     from pymongo import AsyncMongoClient
 
+    from facegrid import balancing
     from facegrid.gateway.extractor_client import ExtractorClient
     from facegrid.gateway.reindex.topology import ControlPlane, Shards
     from facegrid.gateway.shards import ChannelPool
@@ -240,7 +241,7 @@ async def _extraction_services(args: argparse.Namespace) -> AsyncIterator[Extrac
     try:
         async with (
             grpc.aio.insecure_channel(controlplane) as plane_channel,
-            grpc.aio.insecure_channel(extractor) as extractor_channel,
+            balancing.channel(extractor) as extractor_channel,
         ):
             yield (
                 client,

@@ -224,7 +224,7 @@ def test_the_video_worker_template_makes_valid_deployments() -> None:
     }
     assert variables["FACEGRID_VIDEO_API_URL"] == "http://fg-gateway:8000"
     assert variables["FACEGRID_VIDEO_CONTROLPLANE"] == "fg-operator:50050"
-    assert variables["FACEGRID_VIDEO_EXTRACTOR"] == "fg-extractor:18665"
+    assert variables["FACEGRID_VIDEO_EXTRACTOR"] == "fg-extractor-pods:18665"
     assert variables["FACEGRID_VIDEO_METRICS_LISTEN"] == "0.0.0.0:9100"
     # The template itself leaves the pool's name and size to the operator.
     untouched = video_worker_template(documents)
@@ -251,6 +251,20 @@ def test_the_ingress_routes_to_the_gateway() -> None:
     assert path["backend"]["service"] == {"name": "fg-gateway", "port": {"name": "http"}}
     service = find(documents, "Service", "fg-gateway")
     assert "http" in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_clients_reach_every_extractor_pod_through_a_headless_service() -> None:
+    documents = render()
+    pods = find(documents, "Service", "fg-extractor-pods")
+    assert pods["spec"]["clusterIP"] == "None"
+    # Only gRPC: the monitors scrape each pod once, through fg-extractor's metrics port.
+    assert [p["name"] for p in pods["spec"]["ports"]] == ["grpc"]
+    deployment = find(documents, "Deployment", "fg-extractor")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pods["spec"]["selector"].items() <= labels.items()
+    assert env(container(documents, "gateway"))["FACEGRID_GATEWAY_EXTRACTOR"] == (
+        "fg-extractor-pods:18665"
+    )
 
 
 def test_monitors_scrape_ports_that_exist() -> None:

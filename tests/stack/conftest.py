@@ -24,7 +24,7 @@ from facegrid.extractor.core.models import BUNDLE_VERSION
 STARTUP_TIMEOUT = 120.0
 
 
-def _block_is_free(base: int, size: int = 60) -> bool:
+def _block_is_free(base: int, size: int = 100) -> bool:
     for port in range(base, base + size):
         with socket.socket() as s:
             try:

@@ -18,8 +18,9 @@ import numpy as np
 import psutil
 import pytest
 
-from facegrid.stack import PORTS, SHARD_PORT
+from facegrid.stack import EXTRACTOR_PORT, PORTS, SHARD_PORT
 from facegrid.v1 import index_pb2, index_pb2_grpc
+from tests.conftest import FACES
 
 from .conftest import RunningStack
 
@@ -30,9 +31,11 @@ COMPONENTS = {
     "indexer-0",
     "indexer-1",
     "extractor",
+    "extractor-1",
     "controlplane",
     "gateway",
 }
+PHOTO = (FACES / "face_recognition" / "examples" / "obama.jpg").read_bytes()
 
 
 def _facegrid(*args: str) -> subprocess.CompletedProcess[str]:
@@ -71,7 +74,7 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
     tmp_path: Path, port_base: int, launch: Callable[..., RunningStack]
 ) -> None:
     data = tmp_path / "data"
-    stack = launch(data, "--shards", "2")
+    stack = launch(data, "--shards", "2", "--extractors", "2")
 
     status = _facegrid("status", "--data-dir", str(data))
     assert status.returncode == 0, status.stdout
@@ -120,6 +123,20 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
             .decode()
         )
         assert "facegrid_request_duration_seconds" in body
+
+    # The gateway spreads its calls over both extractors (no models here: each answers that).
+    for _ in range(4):
+        detected = httpx.post(
+            f"{stack.api}/v0/detect", headers=auth, files={"photo": ("p.jpg", PHOTO)}, timeout=30
+        )
+        assert detected.status_code == 503, detected.text
+    for port in (PORTS["extractor-metrics"], EXTRACTOR_PORT + 1):
+        body = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port_base + port}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
+        assert 'method="/facegrid.v1.Extractor/Detect"' in body
 
     children = stack.descendants()
     assert len(children) >= len(COMPONENTS)

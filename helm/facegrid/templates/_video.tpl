@@ -8,7 +8,7 @@ and FACEGRID_VIDEO_DETECTOR_NAME / FACEGRID_VIDEO_DETECTORS_MAX. */}}
 {{- $env := dict
   "FACEGRID_VIDEO_API_URL" (printf "http://%s-gateway:%v" $name $root.Values.gateway.port)
   "FACEGRID_VIDEO_CONTROLPLANE" (include "facegrid.controlplane" $root)
-  "FACEGRID_VIDEO_EXTRACTOR" (printf "%s-extractor:%v" $name $root.Values.extractor.port)
+  "FACEGRID_VIDEO_EXTRACTOR" (printf "%s-extractor-pods:%v" $name $root.Values.extractor.port)
   "FACEGRID_VIDEO_LICENSE_NTLS_SERVER" (printf "%s-licensing:%v" $name $root.Values.licensing.port)
   "FACEGRID_VIDEO_METRICS_LISTEN" "0.0.0.0:9100"
 -}}
