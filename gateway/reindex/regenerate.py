@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 import numpy as np
 from bson.binary import Binary
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 
 from facegrid.gateway.core.errors import ApiError
 from facegrid.gateway.core.model import BBox
@@ -175,11 +175,17 @@ class Regenerator:
         if not fresh:
             return
         await self._write_shards(fresh)
-        for doc, facen, changes in fresh:
-            await self._faces.update_one(
-                {"_id": doc["_id"]},
-                {"$set": {"facen": Binary(facen), "model": report.model, **changes}},
-            )
+        # One request for the batch's records, not one per face.
+        await self._faces.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": doc["_id"]},
+                    {"$set": {"facen": Binary(facen), "model": report.model, **changes}},
+                )
+                for doc, facen, changes in fresh
+            ],
+            ordered=False,
+        )
         report.done += len(fresh)
 
     async def _extract(self, doc: Doc) -> tuple[bytes, str, Doc] | str:
