@@ -64,9 +64,9 @@ HostPorts = Annotated[CommaList, AfterValidator(lambda v: [_check_host_port(a) f
 
 
 def _check_replicas(value: str) -> str:
-    balancing.target(value)  # raises ValueError for anything it cannot balance over
-    for part in value.split(","):
-        _check_host_port(part.strip())
+    if "," not in value:
+        return _check_host_port(value)
+    balancing.target(value)  # a list: raises ValueError unless it is ip:port,ip:port,...
     return value
 
 

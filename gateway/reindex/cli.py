@@ -334,23 +334,17 @@ async def _migrate(args: argparse.Namespace) -> int:
 
 
 def _media(args: argparse.Namespace, services: ExtractionServices) -> MediaStore:
-    """The media store of --media-dir, else of the gateway's media_dir, else GridFS."""
+    """The media store of --media-dir (else the gateway's media_dir: see _settings), else
+    GridFS."""
     from facegrid.gateway.media import media_store
-    from facegrid.gateway.settings import GatewaySettings
-    from facegrid.settings import ConfigError
 
-    folder = args.media_dir
-    if folder is None:
-        try:
-            folder = GatewaySettings.load(getattr(args, "config", None)).media_dir
-        except ConfigError as e:
-            raise SystemExit(f"facegrid: {e}") from e
     client, db = services[0], services[1]
-    return media_store(folder, client, db)
+    return media_store(args.media_dir, client, db)
 
 
 def _settings(args: argparse.Namespace) -> tuple[str, str, str, str]:
-    """MongoDB URI and database, control plane and extractor: flags over the gateway's."""
+    """MongoDB URI and database, control plane and extractor: flags over the gateway's. For
+    the tools with --media-dir, an unset one becomes the gateway's media_dir."""
     from facegrid.gateway.settings import GatewaySettings
     from facegrid.settings import ConfigError
 
@@ -358,6 +352,8 @@ def _settings(args: argparse.Namespace) -> tuple[str, str, str, str]:
         settings = GatewaySettings.load(getattr(args, "config", None))
     except ConfigError as e:
         raise SystemExit(f"facegrid reindex: {e}") from e
+    if getattr(args, "media_dir", False) is None:  # regenerate and migrate
+        args.media_dir = settings.media_dir
     return (
         args.mongo_uri or settings.mongo_uri,
         args.mongo_db or settings.mongo_db,

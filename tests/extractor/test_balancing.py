@@ -3,8 +3,6 @@ make them: real extractor servers on loopback, without models (GetModelInfo answ
 
 from __future__ import annotations
 
-import socket
-
 import grpc
 import pytest
 from prometheus_client import CollectorRegistry
@@ -14,12 +12,7 @@ from facegrid.extractor import main as extractor_main
 from facegrid.extractor.settings import ExtractorSettings
 from facegrid.v1 import extractor_pb2 as pb
 from facegrid.v1 import extractor_pb2_grpc
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import free_port
 
 
 def _answered(registry: CollectorRegistry) -> float:
@@ -49,7 +42,7 @@ async def test_calls_go_to_every_extractor_and_survive_one_stopping() -> None:
     servers = []
     addresses = []
     for registry in registries:
-        settings = ExtractorSettings(listen=f"127.0.0.1:{_free_port()}", metrics_listen=None)
+        settings = ExtractorSettings(listen=f"127.0.0.1:{free_port()}", metrics_listen=None)
         server, _, port = await grpcserver.start(extractor_main.build(settings, registry))
         servers.append(server)
         addresses.append(f"127.0.0.1:{port}")
@@ -73,7 +66,7 @@ async def test_calls_go_to_every_extractor_and_survive_one_stopping() -> None:
 async def test_the_extractor_asks_clients_to_reconnect_after_max_connection_age() -> None:
     # Reconnecting is what makes a client resolve the name again and find new replicas.
     settings = ExtractorSettings(
-        listen=f"127.0.0.1:{_free_port()}", metrics_listen=None, max_connection_age=0.5
+        listen=f"127.0.0.1:{free_port()}", metrics_listen=None, max_connection_age=0.5
     )
     server, _, port = await grpcserver.start(extractor_main.build(settings, CollectorRegistry()))
     try:
