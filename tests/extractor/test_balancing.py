@@ -3,6 +3,8 @@ make them: real extractor servers on loopback, without models (GetModelInfo answ
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from prometheus_client import CollectorRegistry
@@ -49,15 +51,24 @@ async def test_calls_go_to_every_extractor_and_survive_one_stopping() -> None:
     try:
         async with balancing.channel(",".join(addresses)) as channel:
             stub = extractor_pb2_grpc.ExtractorStub(channel)
+            # round_robin picks among the connections that are ready: until the second one is,
+            # calls go to the first. Call until both have answered, then count.
+            for _ in range(200):
+                await stub.GetModelInfo(pb.ModelInfoRequest(), wait_for_ready=True, timeout=10)
+                if all(_answered(r) for r in registries):
+                    break
+                await asyncio.sleep(0.02)
+            before = [_answered(r) for r in registries]
+            assert all(before)
             for _ in range(20):
                 await stub.GetModelInfo(pb.ModelInfoRequest(), wait_for_ready=True, timeout=10)
-            # round_robin: each ready extractor takes every other call.
-            assert [_answered(r) for r in registries] == [10, 10]
+            # Each ready extractor takes every other call.
+            assert [_answered(r) - b for r, b in zip(registries, before, strict=True)] == [10, 10]
 
             await servers[0].stop(None)
             for _ in range(10):
                 await stub.GetModelInfo(pb.ModelInfoRequest(), wait_for_ready=True, timeout=10)
-            assert _answered(registries[1]) == 20
+            assert _answered(registries[1]) == before[1] + 20
     finally:
         for server in servers:
             await server.stop(None)
