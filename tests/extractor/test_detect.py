@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facegrid.extractor.core.detect import DetectorParams, FaceDetector, nms
+from facegrid.extractor.core.detect import DetectorParams, FaceDetector, _pyramid, nms
 
 FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"
 PASCAL = FACES / "dlib" / "examples" / "faces"
@@ -55,6 +55,21 @@ def test_recall_on_dlibs_pascal_boxes(detector: FaceDetector) -> None:
                 found += any(_iou(truth, d.box) >= 0.5 for d in detections)
     assert total == 43
     assert found / total >= 0.95, f"recall {found}/{total}"
+
+
+def test_pyramid_levels_match_resizing_the_whole_photo(detector: FaceDetector) -> None:
+    """Levels made from the level above: the sizes the scales ask for, and (a little softer)
+    the same pixels as levels made from the full photo, at every depth."""
+    photo = _rgb(FACES / "face_recognition" / "examples" / "obama-1080p.jpg")
+    height, width = photo.shape[:2]
+    scales = detector.scales(height, width)
+    assert len(scales) >= 8
+    levels = list(_pyramid(photo, scales))
+    for scale, level in zip(scales, levels, strict=True):
+        size = (int(np.ceil(width * scale)), int(np.ceil(height * scale)))
+        assert (level.shape[1], level.shape[0]) == size
+        direct = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+        assert np.abs(level.astype(np.int16) - direct).mean() < 6, scale
 
 
 def test_no_faces_in_photos_without_people(detector: FaceDetector) -> None:
