@@ -14,8 +14,9 @@ from bson import Binary
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import NoFile
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, WriteConcern
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
+from facegrid.gateway.coalesce import Coalescer
 from facegrid.gateway.core.errors import ServiceUnavailable
 from facegrid.gateway.core.indexes import model_key
 from facegrid.gateway.core.model import Attributes, BBox, Face
@@ -133,6 +134,16 @@ async def _advance(counters: Any, name: str, count: int = 1) -> int:
     raise ServiceUnavailable(f"database unavailable: the counter {name!r} was not advanced")
 
 
+def _refused(error: ServiceUnavailable, count: int) -> set[int] | None:
+    """The positions of the documents an unordered bulk write refused, when only some were
+    (each refusal is its own); None when the write failed as a whole."""
+    cause = error.__cause__
+    if not isinstance(cause, BulkWriteError) or cause.details.get("writeConcernErrors"):
+        return None
+    failed = {int(e["index"]) for e in cause.details.get("writeErrors", [])}
+    return failed if failed and max(failed) < count else None
+
+
 def _journaled(client: AsyncMongoClient[Doc], db: str, name: str) -> Any:
     return client[db].get_collection(name, write_concern=WriteConcern(w=1, j=True))
 
@@ -152,6 +163,11 @@ class MongoFaceStore:
     def __init__(self, client: AsyncMongoClient[Doc], db: str) -> None:
         self._faces = _journaled(client, db, "faces")
         self._counters = _journaled(client, db, "counters")
+        # Concurrent adds share their three writes (group commit): each journaled write costs
+        # the database a flush, whatever its size.
+        self._take_ids = Coalescer(self._take_id_blocks)
+        self._insert = Coalescer(self._insert_batches)
+        self._activate = Coalescer(self._activate_batches)
 
     async def ensure_indexes(self) -> None:
         await self._faces.create_index([("state", ASCENDING), ("_id", DESCENDING)])
@@ -163,16 +179,47 @@ class MongoFaceStore:
         await self._faces.create_index([("photo_hash", ASCENDING)])
 
     async def next_ids(self, count: int) -> list[int]:
-        last = await _advance(self._counters, "faces", count)
-        return list(range(last - count + 1, last + 1))
+        return await self._take_ids(count)
+
+    async def _take_id_blocks(self, counts: list[int]) -> list[list[int]]:
+        """One counter advance for several callers: consecutive blocks, in the callers' order."""
+        last = await _advance(self._counters, "faces", sum(counts))
+        first = last - sum(counts) + 1
+        blocks = []
+        for count in counts:
+            blocks.append(list(range(first, first + count)))
+            first += count
+        return blocks
 
     async def insert_pending(self, faces: Sequence[NewFace]) -> None:
-        await _call(self._faces.insert_many([_doc(f) for f in faces], ordered=True))
+        await self._insert([_doc(f) for f in faces])
+
+    async def _insert_batches(self, batches: list[list[Doc]]) -> list[BaseException | None]:
+        """Several callers' records in one insert. Unordered, so that a record refused (its
+        caller fails) does not keep the others out."""
+        docs = [doc for batch in batches for doc in batch]
+        try:
+            await _call(self._faces.insert_many(docs, ordered=False))
+        except ServiceUnavailable as e:
+            failed = _refused(e, len(docs))
+            if failed is None:
+                raise
+            outcomes: list[BaseException | None] = []
+            start = 0
+            for batch in batches:
+                refused = any(start <= n < start + len(batch) for n in failed)
+                outcomes.append(e if refused else None)
+                start += len(batch)
+            return outcomes
+        return [None] * len(batches)
 
     async def activate(self, ids: Sequence[int]) -> None:
-        await _call(
-            self._faces.update_many({"_id": {"$in": list(ids)}}, {"$set": {"state": ACTIVE}})
-        )
+        await self._activate(list(ids))
+
+    async def _activate_batches(self, batches: list[list[int]]) -> list[None]:
+        ids = [face_id for batch in batches for face_id in batch]
+        await _call(self._faces.update_many({"_id": {"$in": ids}}, {"$set": {"state": ACTIVE}}))
+        return [None] * len(batches)
 
     async def remove(self, ids: Sequence[int]) -> None:
         await _call(self._faces.delete_many({"_id": {"$in": list(ids)}}))

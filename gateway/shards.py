@@ -15,6 +15,7 @@ WatchPlacements stream.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -25,6 +26,7 @@ from typing import Protocol, TypeVar
 
 import grpc
 
+from facegrid.gateway.coalesce import Coalescer
 from facegrid.gateway.core.errors import (
     AlreadyExists,
     ApiError,
@@ -176,71 +178,44 @@ class ChannelPool:
 class AddCoalescer:
     """Sends concurrent adds bound for the same shard and gallery as one AddRequest.
 
-    While a request to a (shard, gallery) is in flight, further adds for it queue; when it
-    returns, everything queued goes in the next request. One caller alone waits no longer than
-    before; many callers share a request (and its fsync), which is what lets a shard take
-    thousands of faces per second through gRPC. A batch is atomic on the shard, so when it is
-    refused for one face's sake (a duplicate id, a bad vector), it is split in halves and
-    retried until only the culprits fail.
+    Each (shard, gallery) has a Coalescer: many callers share a request (and its fsync), which
+    is what lets a shard take thousands of faces per second through gRPC. A batch is atomic on
+    the shard, so when it is refused for one face's sake (a duplicate id, a bad vector), it is
+    split in halves and retried until only the culprits fail.
     """
 
     def __init__(self, channels: ChannelPool, timeout: float, max_batch: int = 512) -> None:
         self._channels = channels
         self._timeout = timeout
         self._max_batch = max_batch
-        self._queues: dict[tuple[str, str], list[tuple[pb.IndexEntry, asyncio.Future[None]]]] = {}
-        self._busy: set[tuple[str, str]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._adds: dict[tuple[str, str], Coalescer[pb.IndexEntry, None]] = {}
 
     async def add(self, address: str, gallery: str, entry: pb.IndexEntry) -> None:
-        key = (address, gallery)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(key, []).append((entry, done))
-        if key not in self._busy:
-            self._busy.add(key)
-            task = asyncio.create_task(self._drain(key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        await done
-
-    async def _drain(self, key: tuple[str, str]) -> None:
-        try:
-            while self._queues.get(key):
-                queue = self._queues[key]
-                batch, self._queues[key] = queue[: self._max_batch], queue[self._max_batch :]
-                await self._send(key, batch)
-        finally:
-            self._busy.discard(key)
-            if not self._queues.get(key):
-                self._queues.pop(key, None)
+        adds = self._adds.get((address, gallery))
+        if adds is None:
+            send = functools.partial(self._send, address, gallery)
+            adds = self._adds[address, gallery] = Coalescer(send, self._max_batch)
+        await adds(entry)
 
     async def _send(
-        self, key: tuple[str, str], batch: list[tuple[pb.IndexEntry, asyncio.Future[None]]]
-    ) -> None:
-        address, gallery = key
+        self, address: str, gallery: str, entries: list[pb.IndexEntry]
+    ) -> list[BaseException | None]:
         stub = self._channels.stub(address)
         try:
-            await stub.Add(
-                pb.AddRequest(gallery=gallery, entries=[e for e, _ in batch]),
-                timeout=self._timeout,
-            )
+            await stub.Add(pb.AddRequest(gallery=gallery, entries=entries), timeout=self._timeout)
         except grpc.aio.AioRpcError as e:
             blame_one = e.code() in (
                 grpc.StatusCode.ALREADY_EXISTS,
                 grpc.StatusCode.INVALID_ARGUMENT,
             )
-            if not blame_one or len(batch) == 1:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(e)
-                return
-            half = len(batch) // 2  # bisect: a few culprits cost a few requests each
-            await self._send(key, batch[:half])
-            await self._send(key, batch[half:])
-            return
-        for _, done in batch:
-            if not done.done():
-                done.set_result(None)
+            if not blame_one or len(entries) == 1:
+                return [e] * len(entries)
+            half = len(entries) // 2  # bisect: a few culprits cost a few requests each
+            return [
+                *await self._send(address, gallery, entries[:half]),
+                *await self._send(address, gallery, entries[half:]),
+            ]
+        return [None] * len(entries)
 
 
 def _shard_error(shard: str, error: grpc.aio.AioRpcError) -> ApiError:
