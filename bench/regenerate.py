@@ -10,7 +10,7 @@ stored media, the ids counter moved past them) until there are N faces, and only
 normalized faces is timed: how regenerate goes over a large collection (100k faces at about 60
 faces/s on 2 cores is half an hour; `--redetect` is several times slower).
 
-    python bench/regenerate.py --faces 300 [--total 100000]
+    python bench/regenerate.py --faces 300 [--total 100000 [--limit 5000]]
 """
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faces", type=int, default=300, help="photos enrolled through the API")
     parser.add_argument("--total", type=int, default=0, help="copy the faces up to this many")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="time regenerate on the first this many faces"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = stack_data(tmp)
@@ -128,11 +131,14 @@ def main() -> None:
                 runs.append(("--redetect", ("--redetect",)))
             for label, extra in runs:
                 collection.update_many({}, {"$set": {"model": OLD_MODEL}})
-                seconds, summary = regenerate(data, *extra)
+                limit = ("--limit", str(args.limit)) if args.limit else ()
+                seconds, summary = regenerate(data, *extra, *limit)
                 left = collection.count_documents({"model": OLD_MODEL, "state": "active"})
+                done = min(args.limit, faces) if args.limit else faces
                 print(
-                    f"regenerate {label}: {faces / seconds:.1f} faces/s ({seconds:.1f} s, "
-                    f"process start included); faces left on the old model: {left}"
+                    f"regenerate {label}: {done / seconds:.1f} faces/s ({done} of {faces} faces "
+                    f"in {seconds:.1f} s, process start included); faces left on the old "
+                    f"model: {left}"
                 )
                 print(f"  {summary.splitlines()[0]}")
             mongo.close()

@@ -43,7 +43,7 @@ from facegrid.gateway.extractor_client import ExtractorClient
 from facegrid.gateway.index_plans import COLLECTION, plan_of
 from facegrid.gateway.mongo import ACTIVE, MEDIA_PREFIX, GridFsMedia
 from facegrid.gateway.reindex.progress import Progress
-from facegrid.gateway.reindex.store import gallery_field
+from facegrid.gateway.reindex.store import gallery_field, id_window, newest_face_id
 from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError, route_ids
 from facegrid.gateway.shards import Route
 
@@ -111,6 +111,7 @@ class Migrator:
     ) -> None:
         """media: where the stored photos and faces are (default: GridFS in db)."""
         self._faces = client[db]["faces"]
+        self._counters = client[db]["counters"]
         self._plans = client[db][COLLECTION]
         self._media = media or GridFsMedia(client, db)
         self._extractor = extractor
@@ -229,11 +230,9 @@ class Migrator:
         done = await self._faces.count_documents({**query, "_id": {"$lte": after}})
         progress = Progress(f"migrate {gallery}", total, out, done=done)
         while True:
-            docs = (
-                await self._faces.find({**query, "_id": {"$gt": after}}, _PROJECTION)
-                .sort("_id", 1)
-                .limit(self._options.batch)
-                .to_list()
+            newest = await newest_face_id(self._counters)
+            docs = await id_window(
+                self._faces, query, after, self._options.batch, _PROJECTION, newest=newest
             )
             if not docs:
                 break

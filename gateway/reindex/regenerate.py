@@ -33,6 +33,7 @@ from facegrid.gateway.extractor_client import ExtractorClient
 from facegrid.gateway.index_plans import COLLECTION
 from facegrid.gateway.mongo import ACTIVE, MEDIA_PREFIX, GridFsMedia
 from facegrid.gateway.reindex.progress import Progress
+from facegrid.gateway.reindex.store import id_window, newest_face_id
 from facegrid.gateway.reindex.topology import ControlPlane, Shards, TopologyError, route_ids
 
 Doc = dict[str, Any]
@@ -92,6 +93,7 @@ class Regenerator:
     ) -> None:
         """media: where the stored photos and faces are (default: GridFS in db)."""
         self._faces = client[db]["faces"]
+        self._counters = client[db]["counters"]
         self._checkpoints = client[db][CHECKPOINTS]
         self._plans = client[db][COLLECTION]
         self._media = media or GridFsMedia(client, db)
@@ -117,17 +119,18 @@ class Regenerator:
         if saved is not None:
             after = max(after, int(saved["after"]))
             report.model = str(saved.get("model", ""))
-        query: Doc = {"state": ACTIVE, "_id": {"$gt": after}}
+        query: Doc = {"state": ACTIVE}
+        ids: Doc = {} if o.every == 1 else {"$mod": [o.every, o.offset]}
         if o.last_id is not None:
-            query["_id"]["$lte"] = o.last_id
-        if o.every > 1:
-            query["_id"]["$mod"] = [o.every, o.offset]
-        total = await self._faces.count_documents(query)
+            ids["$lte"] = o.last_id
+        total = await self._faces.count_documents({**query, "_id": {**ids, "$gt": after}})
         progress = Progress("regenerate", total, out)
         while not report.stopped:
-            query["_id"]["$gt"] = after
-            docs = (
-                await self._faces.find(query, _PROJECTION).sort("_id", 1).limit(o.batch).to_list()
+            newest = await newest_face_id(self._counters)
+            if o.last_id is not None:
+                newest = min(newest, o.last_id)
+            docs = await id_window(
+                self._faces, query, after, o.batch, _PROJECTION, newest=newest, ids=ids
             )
             if not docs:
                 break

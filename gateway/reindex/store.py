@@ -93,6 +93,43 @@ async def index_sources(plans: Any) -> dict[str, IndexSource]:
     return sources
 
 
+async def newest_face_id(counters: Any) -> int:
+    """The last face id handed out (the gateway's counter)."""
+    counter = await counters.find_one({"_id": "faces"})
+    return int(counter["seq"]) if counter else 0
+
+
+async def id_window(
+    faces: Any,
+    query: Doc,
+    after: int,
+    limit: int,
+    projection: Doc,
+    *,
+    newest: int,
+    ids: Doc | None = None,
+) -> list[Doc]:
+    """The first `limit` faces matching query with ids above `after` (and matching `ids`, more
+    conditions on _id), in id order, read through bounded id windows.
+
+    `{_id: {$gt: after}}` sorted and limited makes SecantusDB read every face above `after`
+    first: 1.9 s a batch at 100k faces. Ids are dense, so the first window is usually enough;
+    sparse galleries (or every other id) widen it.
+    """
+    low, window = after + 1, limit
+    found: list[Doc] = []
+    while len(found) < limit and low <= newest:
+        high = low + window
+        cursor = (
+            faces.find({**query, "_id": {**(ids or {}), "$gte": low, "$lt": high}}, projection)
+            .sort("_id", 1)
+            .limit(limit - len(found))
+        )
+        found += await cursor.to_list()
+        low, window = high, window * 2
+    return found
+
+
 def gallery_field(gallery: str) -> str:
     """The record field naming a gallery: the gateway's own (person) galleries are kept apart
     from the galleries clients see."""
@@ -151,8 +188,8 @@ class FaceRecords:
     # -- faces ----------------------------------------------------------------------------------
 
     async def newest_id(self) -> int:
-        counter = await self._run(self._counters.find_one({"_id": "faces"}))
-        return int(counter["seq"]) if counter else 0
+        newest: int = await self._run(newest_face_id(self._counters))
+        return newest
 
     async def count(self, gallery: str, *, up_to: int | None = None) -> int:
         """The faces the index (named `gallery`, as all here) should hold."""
@@ -164,19 +201,10 @@ class FaceRecords:
 
     async def _window_after(self, query: Doc, after: int, limit: int, projection: Doc) -> list[Doc]:
         newest = await self.newest_id()
-        # Ids are dense: the first window is usually enough; sparse galleries widen it.
-        low, window = after + 1, limit
-        found: list[Doc] = []
-        while len(found) < limit and low <= newest:
-            high = low + window
-            cursor = (
-                self._faces.find({**query, "_id": {"$gte": low, "$lt": high}}, projection)
-                .sort("_id", 1)
-                .limit(limit - len(found))
-            )
-            found += await self._run(cursor.to_list())
-            low, window = high, window * 2
-        return found
+        docs: list[Doc] = await self._run(
+            id_window(self._faces, query, after, limit, projection, newest=newest)
+        )
+        return docs
 
     async def vectors_after(self, gallery: str, after: int, limit: int) -> FaceVectors:
         """The next limit active faces of the gallery with ids above `after`."""
