@@ -5,7 +5,10 @@ Starts the real extractor server on loopback with a freshly built bundle, then k
 - prenormalized chips, `--chips` per call: face vectors per second (micro-batching merges the
   callers' chips into model runs of up to `--model-batch`);
 - 640x480 photos with one face, one per call: photos per second (detect, align, facen).
-Run once with `--batch-wait-ms 0` to see what micro-batching adds.
+Run once with `--batch-wait-ms 0` to see what micro-batching adds. `--processes N` starts N
+extractor processes instead of one in this process, and the callers spread their calls over
+them as the gateway does (gRPC round_robin): how far more processes carry one machine (the
+per-stage means are then not shown).
 
     FACEGRID_MODEL_CACHE=... python bench/extractor_service.py [--clients 8 32] [--device cuda]
 
@@ -18,6 +21,8 @@ import argparse
 import asyncio
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +30,10 @@ from pathlib import Path
 import cv2
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from facegrid import grpcserver
+from facegrid import balancing, grpcserver
 from facegrid.extractor import main as extractor_main
 from facegrid.extractor.bundle import build
 from facegrid.extractor.settings import ExtractorSettings
@@ -89,7 +95,7 @@ def stage_means(
         n0, s0 = before.get(stage, (0.0, 0.0))
         if n > n0:
             parts.append(f"{stage} {1000 * (s - s0) / (n - n0):.1f} ms x{n - n0:.0f}")
-    return "stages: " + ", ".join(parts)
+    return "stages: " + ", ".join(parts) if parts else "stages: in other processes"
 
 
 async def main() -> None:
@@ -100,6 +106,7 @@ async def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--model-batch", type=int, default=256)
     parser.add_argument("--batch-wait-ms", type=float, default=2.0)
+    parser.add_argument("--processes", type=int, default=1, help="extractor processes")
     parser.add_argument(
         "--cuda-conv-algo-search",
         choices=["HEURISTIC", "EXHAUSTIVE", "DEFAULT"],
@@ -127,8 +134,13 @@ async def main() -> None:
             max_batch=max(64, args.chips),
         )
         registry = CollectorRegistry()
-        server, _, port = await grpcserver.start(extractor_main.build(settings, registry))
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        if args.processes > 1:
+            server = None
+            processes, address = start_processes(settings, args.processes)
+        else:
+            server, _, port = await grpcserver.start(extractor_main.build(settings, registry))
+            processes, address = [], f"127.0.0.1:{port}"
+        async with balancing.channel(address) as channel:
             stub = extractor_pb2_grpc.ExtractorStub(channel)
             first = await stub.Extract(
                 pb.ExtractRequest(
@@ -141,12 +153,13 @@ async def main() -> None:
                 items=[pb.ExtractItem(image=pb.Image(data=chip), prenormalized=True)] * args.chips,
                 facen=True,
             )
+            where = f"{args.device}, {args.processes} extractor process(es)"
             for clients in args.clients:
                 before = stage_totals(registry)
                 faces = await load(stub, chips, clients, args.seconds)
                 print(
-                    f"{args.device}: prenormalized chips, {clients} clients x {args.chips} "
-                    f"per call, batch wait {args.batch_wait_ms} ms: {faces:,.0f} faces/s; "
+                    f"{where}: prenormalized chips, {clients} clients x {args.chips} per call,"
+                    f" batch wait {args.batch_wait_ms} ms: {faces:,.0f} faces/s; "
                     f"{stage_means(before, stage_totals(registry))}",
                     flush=True,
                 )
@@ -157,11 +170,55 @@ async def main() -> None:
                 before = stage_totals(registry)
                 rate = await load(stub, photos, clients, args.seconds)
                 print(
-                    f"{args.device}: 640x480 photos (detect, align, facen), {clients} "
-                    f"clients: {rate:,.1f} photos/s; {stage_means(before, stage_totals(registry))}",
+                    f"{where}: 640x480 photos (detect, align, facen), {clients} clients:"
+                    f" {rate:,.1f} photos/s; {stage_means(before, stage_totals(registry))}",
                     flush=True,
                 )
-        await server.stop(None)
+        if server is not None:
+            await server.stop(None)
+        for process in processes:
+            process.terminate()
+            process.wait()
+
+
+def start_processes(
+    settings: ExtractorSettings, count: int
+) -> tuple[list[subprocess.Popen[bytes]], str]:
+    """count extractor processes with these settings, each on a port of its own; returns them
+    and the address list for a balanced channel, once every one answers its health check."""
+    ports = [free_port() for _ in range(count)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEGRID_")}
+    env.update(
+        {
+            f"FACEGRID_EXTRACTOR_{name.upper()}": str(value)
+            for name, value in settings.model_dump(exclude_none=True).items()
+            if name in ("model_dir", "device", "cuda_conv_algo_search", "model_batch")
+            or name in ("batch_wait_ms", "max_batch")
+        }
+    )
+    env.update(FACEGRID_EXTRACTOR_METRICS_LISTEN="", FACEGRID_EXTRACTOR_HTTP_LISTEN="")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "facegrid.extractor"],
+            env={**env, "FACEGRID_EXTRACTOR_LISTEN": f"127.0.0.1:{port}"},
+        )
+        for port in ports
+    ]
+    for port in ports:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the extractor on port {port} did not start")
+                time.sleep(0.5)
+    return processes, ",".join(f"127.0.0.1:{port}" for port in ports)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_latency import add_setting_option, free_base, stack_data, start_stack
 
-from facegrid.stack import PORTS
+from facegrid.stack import PORTS, read_state
 from facegrid.video.core.options import parse
 from facegrid.video.worker import Worker
 
@@ -143,7 +143,12 @@ def main() -> None:
         process, token = start_stack(data, base, settings)
         try:
             api = f"http://127.0.0.1:{base + PORTS['gateway']}"
-            extractor = f"127.0.0.1:{base + PORTS['extractor']}"
+            # Every extractor process of the stack (FACEGRID_EXTRACTORS), as the gateway has them.
+            state = read_state(data)
+            assert state is not None
+            components: list[dict[str, str]] = state["components"]  # type: ignore[assignment]
+            extractors = [c["target"] for c in components if c["name"].startswith("extractor")]
+            extractor = ",".join(extractors)
             best = 0
             for count in args.streams:
                 if asyncio.run(run_streams(count, clip, api, token, extractor, args)):
