@@ -163,11 +163,12 @@ class Engine:
         detections = self.detector.detect(image, min_face_size)
         self._observe("detect", time.perf_counter() - start)
         start = time.perf_counter()
-        faces = []
-        for detection in detections:
-            box = dlib_box(detection.landmarks)
-            parts = self.shape_predictor.predict(image, box)
-            faces.append(Face(detection, box, parts))
+        boxes = [dlib_box(detection.landmarks) for detection in detections]
+        found = self.shape_predictor.predict_many(image, boxes)
+        faces = [
+            Face(detection, box, parts)
+            for detection, box, parts in zip(detections, boxes, found, strict=True)
+        ]
         if faces:
             self._observe("landmarks", time.perf_counter() - start)
         return faces

@@ -37,11 +37,14 @@ an SVD: the two agree to a few double ulps, which the narrowing to float32 erase
 Speed: every split of a level is decided in one NumPy step and all its trees are walked down
 together, one step per tree depth; a level is then a few dozen NumPy calls on arrays of 500-7,500
 entries, so the 15 levels cost ~3.3 ms per face on this project's 2-core machine, where dlib's
-own call (C++, through its Python binding) takes ~1 ms.
+own call (C++, through its Python binding) takes ~1 ms. `predict_many` walks all the faces of a
+photo down together, each with its own numbers: the six faces of a 1080p pedestrians frame take
+13 ms together against 23 to 34 ms one by one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -145,34 +148,50 @@ class ShapePredictor:
         inclusive, as a `dlib.rectangle`; it may reach past the image. Returns (parts, 2)
         float32 x, y holding whole pixels (see the module docstring).
         """
+        return self.predict_many(image, [box])[0]
+
+    def predict_many(
+        self, image: npt.NDArray[np.uint8], boxes: Sequence[Box]
+    ) -> list[npt.NDArray[np.float32]]:
+        """predict() for several faces of one image, walked down the cascade together: the same
+        operations on each face's numbers (so the same bits), with NumPy's per-call cost paid
+        once per level for all of them."""
+        if not boxes:
+            return []
         pixels = _PixelReader(image)
-        to_image = _BoxTransform(_check_box(box))
-        shape = self._initial.copy()
+        to_image = _BoxTransform([_check_box(box) for box in boxes])
+        faces = len(boxes)
+        shape = np.repeat(self._initial[None], faces, axis=0)  # (B, parts, 2)
         for level in range(len(self._anchors)):
-            t = self._similarity.to(shape)
+            t = np.stack([self._similarity.to(s) for s in shape])  # (B, 2, 2)
             # Rows u and v of tform * delta + anchor, each operation rounded to float32 as in
             # dlib (elementwise NumPy float32 arithmetic; a matmul might fuse or reorder).
-            anchored = shape.T.take(self._anchors[level], axis=1)
-            uv = (t[:, :1] * self._delta_x[level] + t[:, 1:] * self._delta_y[level]) + anchored
+            anchored = shape.transpose(0, 2, 1).take(self._anchors[level], axis=2)
+            uv = (t[:, :, :1] * self._delta_x[level] + t[:, :, 1:] * self._delta_y[level]) + (
+                anchored
+            )
             values = pixels.read(to_image.pixels(uv))
             shape = self._cascade_step(level, values, shape)
-        return to_image.pixels(shape.T).T.astype(np.float32)
+        points = to_image.pixels(shape.transpose(0, 2, 1)).transpose(0, 2, 1)
+        return list(points.astype(np.float32))
 
     def _cascade_step(
         self, level: int, values: npt.NDArray[np.float32], shape: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.float32]:
-        """Walk every tree of the level on the feature values and add their leaves to shape."""
+        """Walk every tree of the level on each face's feature values (B, features) and add
+        their leaves to its shape (B, parts, 2)."""
         # Every split of every tree decided at once, then each tree walked down its decisions.
-        goes_left = (values.take(self._idx1[level]) - values.take(self._idx2[level])) > (
-            self._thresholds[level]
-        )
-        node = np.zeros(len(self._node_base), dtype=np.intp)
+        first = values.take(self._idx1[level], axis=1)
+        goes_left = (first - values.take(self._idx2[level], axis=1)) > self._thresholds[level]
+        faces = len(shape)
+        node = np.zeros((faces, len(self._node_base)), dtype=np.intp)
+        rows = np.arange(faces)[:, None]
         for _ in range(self._depth):
-            node = 2 * node + 2 - goes_left.take(self._node_base + node)
-        updates = self._leaves[level].take(self._leaf_base + node, axis=0)
+            node = 2 * node + 2 - goes_left[rows, self._node_base + node]
+        updates = self._leaves[level].take(self._leaf_base + node, axis=0)  # (B, trees, 2P)
         # Tree after tree, as dlib adds them: a cumulative sum is sequential by definition.
-        steps = np.concatenate([shape.reshape(1, -1), updates])
-        total: npt.NDArray[np.float32] = np.add.accumulate(steps, axis=0, dtype=np.float32)[-1]
+        steps = np.concatenate([shape.reshape(faces, 1, -1), updates], axis=1)
+        total: npt.NDArray[np.float32] = np.add.accumulate(steps, axis=1, dtype=np.float32)[:, -1]
         return total.reshape(shape.shape)
 
 
@@ -204,25 +223,33 @@ class _SimilarityFit:
 
 
 class _BoxTransform:
-    """dlib's `unnormalizing_tform(rect)`: the box-normalised frame to whole image pixels."""
+    """dlib's `unnormalizing_tform(rect)` of each box: the box-normalised frame to whole image
+    pixels."""
 
-    def __init__(self, box: Box) -> None:
-        # dlib takes the corners as float vectors: exact below 2**24, rounded beyond.
-        left, top, right, bottom = (float(np.float32(v)) for v in box)
+    def __init__(self, boxes: Sequence[Box]) -> None:
         p = _CORNER_PINV
-        # m = Q * pinv(P), Q = [[left, right, right], [top, top, bottom]], summed left to right
-        # in Python floats (IEEE doubles, no fused multiply-add), as dlib's matrix product.
-        rows = [
-            [(left * p[0][j] + right * p[1][j]) + right * p[2][j] for j in range(3)],
-            [(top * p[0][j] + top * p[1][j]) + bottom * p[2][j] for j in range(3)],
-        ]
-        self._m = np.array(rows, dtype=np.float64)  # (2, 3): [linear part | offset]
+        transforms = []
+        for box in boxes:
+            # dlib takes the corners as float vectors: exact below 2**24, rounded beyond.
+            left, top, right, bottom = (float(np.float32(v)) for v in box)
+            # m = Q * pinv(P), Q = [[left, right, right], [top, top, bottom]], summed left to
+            # right in Python floats (IEEE doubles, no fused multiply-add), as dlib's product.
+            transforms.append(
+                [
+                    [(left * p[0][j] + right * p[1][j]) + right * p[2][j] for j in range(3)],
+                    [(top * p[0][j] + top * p[1][j]) + bottom * p[2][j] for j in range(3)],
+                ]
+            )
+        self._m = np.array(transforms, dtype=np.float64)  # (B, 2, 3): [linear part | offset]
 
     def pixels(self, uv: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
-        """(2, N) points u; v to (2, N) pixels x; y: m * p + b in double, then floor(. + 0.5)."""
+        """(B, 2, N) points u; v to (B, 2, N) pixels x; y: m * p + b in double, then
+        floor(. + 0.5)."""
         m = self._m
         uv64 = uv.astype(np.float64)
-        xy: npt.NDArray[np.float64] = (m[:, :1] * uv64[0] + m[:, 1:2] * uv64[1]) + m[:, 2:]
+        xy: npt.NDArray[np.float64] = (m[:, :, :1] * uv64[:, :1] + m[:, :, 1:2] * uv64[:, 1:2]) + m[
+            :, :, 2:
+        ]
         return np.floor(xy + 0.5)
 
 
@@ -248,19 +275,20 @@ class _PixelReader:
         self._last = np.array([[self._cols - 1], [self._rows - 1]], dtype=np.float64)
 
     def read(self, xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
-        """Intensities at (2, N) whole-pixel coordinates x; y."""
+        """Intensities (B, N) at (B, 2, N) whole-pixel coordinates x; y."""
         if not len(self._pixels):
-            return np.zeros(xy.shape[1], dtype=np.float32)
+            return np.zeros((xy.shape[0], xy.shape[2]), dtype=np.float32)
         clipped = np.minimum(np.maximum(xy, 0), self._last)
         kept = clipped == xy
-        inside = kept[0] & kept[1]
-        column, row = clipped.astype(np.intp)
+        inside = kept[:, 0] & kept[:, 1]
+        indices = clipped.astype(np.intp)
+        column, row = indices[:, 0], indices[:, 1]
         found = self._pixels.take(row * self._cols + column, axis=0).astype(np.uint16)
         values: npt.NDArray[np.float32]
         if self._rgb:
-            values = self._THIRDS.take(found[:, 0] + found[:, 1] + found[:, 2])
+            values = self._THIRDS.take(found[..., 0] + found[..., 1] + found[..., 2])
         else:
-            values = found[:, 0].astype(np.float32)
+            values = found[..., 0].astype(np.float32)
         values[~inside] = 0
         return values
 

@@ -181,6 +181,30 @@ def test_detected_faces_match_dlib(
     assert worst <= TOLERANCE, where
 
 
+def test_a_photos_faces_together_get_the_bits_each_gets_alone(
+    predictor: ShapePredictor,
+    dlib_models: dict[str, Any],
+    detections: list[tuple[str, Image, Box]],
+) -> None:
+    """predict_many walks all of a photo's faces down the cascade together; each face still
+    gets exactly its own landmarks (and dlib's), whatever its neighbours are."""
+    photos: dict[str, tuple[Image, list[Box]]] = {}
+    for name, image, box in detections:
+        photos.setdefault(name, (image, []))[1].append(box)
+    assert max(len(boxes) for _, boxes in photos.values()) >= 3
+    for image, boxes in photos.values():
+        rows, cols = image.shape[:2]
+        # Neighbours off the image's corners and a one-pixel box.
+        mixed = [*boxes, (-40, -40, 40, 40), (cols - 10, rows - 10, cols + 50, rows + 50)]
+        mixed.append((5, 5, 5, 5))
+        together = predictor.predict_many(image, mixed)
+        assert len(together) == len(mixed)
+        for box, points in zip(mixed, together, strict=True):
+            assert np.array_equal(points, predictor.predict(image, box)), box
+            assert np.abs(points - dlib_points(dlib_models, image, box)).max() <= TOLERANCE, box
+    assert predictor.predict_many(image, []) == []
+
+
 def test_boxes_past_the_image_edge(
     predictor: ShapePredictor,
     dlib_models: dict[str, Any],
