@@ -316,8 +316,12 @@ class Extraction:
         chips: list[npt.NDArray[np.uint8]] = []
         owners: list[int] = []
         boxes: list[Box] = []
+        # Several faces of one photo come as items with the same bytes: decoded once.
+        photos: dict[bytes, DecodedImage | ItemError] = {}
         for i, item in enumerate(items):
-            decoded = _decode(item.image)
+            decoded = photos.get(item.image)
+            if decoded is None:
+                decoded = photos[item.image] = _decode(item.image)
             if isinstance(decoded, ItemError):
                 results[i] = Extracted(error=decoded)
                 continue

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from facegrid import grpcserver
 from facegrid.extractor import main as extractor_main
+from facegrid.extractor.core import extraction
 from facegrid.extractor.settings import ExtractorSettings
 from facegrid.v1 import extractor_pb2 as pb
 from facegrid.v1 import extractor_pb2_grpc
@@ -101,6 +102,34 @@ async def test_extract_vectors_and_attributes(stub: extractor_pb2_grpc.Extractor
     assert confidences == sorted(confidences, reverse=True)
     chip = cv2.imdecode(np.frombuffer(obama.normalized, np.uint8), cv2.IMREAD_COLOR)
     assert chip.shape == (150, 150, 3)
+
+
+async def test_faces_of_one_photo_share_its_decoding(
+    stub: extractor_pb2_grpc.ExtractorStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every face of a group photo in one call (the same photo in each item, as the gateway
+    sends them): the photo is decoded once, and each face gets what it gets alone."""
+    group = (FACES / "facenet-pytorch/data/multiface.jpg").read_bytes()
+    found = (await stub.Detect(pb.DetectRequest(images=[pb.Image(data=group)]))).results[0]
+    items = [
+        pb.ExtractItem(image=pb.Image(data=group), bbox=f.bbox, landmarks=f.landmarks)
+        for f in found.faces[:8]
+    ]
+    assert len(items) >= 5
+    decoded: list[int] = []
+    real = extraction._decode
+
+    def counting(data: bytes) -> object:
+        decoded.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(extraction, "_decode", counting)
+    together = (await stub.Extract(pb.ExtractRequest(items=items, facen=True))).results
+    assert decoded == [len(group)]
+    for item, result in zip(items, together, strict=True):
+        alone = (await stub.Extract(pb.ExtractRequest(items=[item], facen=True))).results[0]
+        assert (result.bbox, result.facen) == (alone.bbox, alone.facen)
+        assert not result.error.code
 
 
 async def test_prenormalized_chip_gives_the_same_vector(
