@@ -45,7 +45,7 @@ step streams4 200 python3 video_streams.py "${cuda[@]}" --setting FACEGRID_EXTRA
 [[ " ${STEPS:-enroll} " == *" enroll "* ]] && (sleep 40 && top -b -n 1 -w 200 | head -30 >"$logs/enroll-top.log") &
 step enroll 180 python3 mass_enroll.py "${cuda[@]}" --images 3000 --parallel 64 \
     --kill-images 0 --kills 0
-step enroll4 180 python3 mass_enroll.py "${cuda[@]}" --setting FACEGRID_EXTRACTORS=4 \
+step enroll4 180 python3 mass_enroll.py "${cuda[@]}" --setting FACEGRID_EXTRACTORS=4 --setting FACEGRID_GATEWAYS=4 \
     --images 3000 --parallel 64 --kill-images 0 --kills 0
 wait
 cat "$logs/enroll-top.log" 2>/dev/null

@@ -38,6 +38,7 @@ def _load_stack_settings(args: argparse.Namespace) -> StackSettings:
             ("port_base", getattr(args, "port_base", None)),
             ("shards", getattr(args, "shards", None)),
             ("extractors", getattr(args, "extractors", None)),
+            ("gateways", getattr(args, "gateways", None)),
             ("mongo_uri", getattr(args, "mongo_uri", None)),
         )
         if value is not None
@@ -157,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--extractors",
         type=int,
         help="extractor processes; the gateway spreads its calls over them (default 1)",
+    )
+    up.add_argument(
+        "--gateways",
+        type=int,
+        help="gateway processes sharing the gateway's port (default 1)",
     )
     up.add_argument(
         "--mongo-uri",

@@ -60,6 +60,7 @@ MAX_SHARDS = 16
 # first uses PORTS' "extractor" ports.
 EXTRACTOR_PORT = SHARD_PORT + 3 * MAX_SHARDS
 MAX_EXTRACTORS = 8
+MAX_GATEWAYS = 8
 
 
 def default_data_dir() -> Path:
@@ -87,6 +88,13 @@ class StackSettings(ServiceSettings):
         le=MAX_EXTRACTORS,
         description="extractor processes, each with the models loaded; the gateway spreads its "
         "calls over them (one Python process uses about 2 cores however many the machine has)",
+    )
+    gateways: int = Field(
+        1,
+        ge=1,
+        le=MAX_GATEWAYS,
+        description="gateway processes, all on the gateway's port (SO_REUSEPORT): the kernel "
+        "spreads the clients' connections over them",
     )
 
 
@@ -274,26 +282,28 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
             address("controlplane"),
         )
     )
-    components.append(
-        service(
-            "gateway",
-            "facegrid.gateway",
-            "gateway",
-            {
-                "listen": address("gateway"),
-                "mongo_uri": mongo_uri,
-                "mongo_db": settings.mongo_db,
-                "media_dir": str(media_dir(data)),
-                "redis_url": f"redis://{address('redis')}/0",
-                "controlplane": address("controlplane"),
-                "extractor": ",".join(extractors),
-                "licensing": address("licensing"),
-            },
-            3,
-            address("gateway"),
-            kind="http",
+    for i in range(settings.gateways):
+        components.append(
+            service(
+                "gateway" if i == 0 else f"gateway-{i}",
+                "facegrid.gateway",
+                "gateway",
+                {
+                    "listen": address("gateway"),
+                    "reuse_port": "true" if settings.gateways > 1 else "false",
+                    "mongo_uri": mongo_uri,
+                    "mongo_db": settings.mongo_db,
+                    "media_dir": str(media_dir(data)),
+                    "redis_url": f"redis://{address('redis')}/0",
+                    "controlplane": address("controlplane"),
+                    "extractor": ",".join(extractors),
+                    "licensing": address("licensing"),
+                },
+                3,
+                address("gateway"),
+                kind="http",
+            )
         )
-    )
     return components
 
 

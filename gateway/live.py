@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -144,7 +145,7 @@ class WebhookDispatcher:
         self._timeout = timeout
         self._block_ms = block_ms
         self._claim_idle_ms = claim_idle_ms
-        self._consumer = f"{socket.gethostname()}-{id(self)}"
+        self._consumer = f"{socket.gethostname()}-{os.getpid()}-{id(self)}"
         self.delivered = 0
         self.failed = 0
 

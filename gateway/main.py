@@ -173,7 +173,7 @@ async def serve(settings: GatewaySettings) -> None:
     licensing = asyncio.create_task(licence.run())
     log.info("gateway serving REST on http://%s", settings.listen)
     try:
-        await server.serve()
+        await server.serve(sockets=[shared_socket(host, port)] if settings.reuse_port else None)
     finally:
         for task in (watcher, delivering, licensing):
             task.cancel()
@@ -185,6 +185,17 @@ async def serve(settings: GatewaySettings) -> None:
         await redis.aclose()
         await mongo.close()
         log.info("gateway stopped")
+
+
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening address other processes can bind too (SO_REUSEPORT): each accepted
+    connection goes to one of them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def main(argv: list[str] | None = None) -> None:

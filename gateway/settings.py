@@ -14,6 +14,11 @@ class GatewaySettings(ServiceSettings):
 
     # 8000 is the port the seed's findface-facenapi answers on.
     listen: HostPort = Field("127.0.0.1:8000", description="HTTP address of the REST API")
+    reuse_port: bool = Field(
+        False,
+        description="bind the API port with SO_REUSEPORT, so that several gateway processes on "
+        "one machine serve it together (the kernel spreads connections over them)",
+    )
     mongo_uri: str = Field("mongodb://127.0.0.1:27017", description="MongoDB connection URI")
     mongo_db: str = Field("facegrid", min_length=1, description="MongoDB database name")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")

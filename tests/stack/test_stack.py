@@ -34,6 +34,7 @@ COMPONENTS = {
     "extractor-1",
     "controlplane",
     "gateway",
+    "gateway-1",
 }
 PHOTO = (FACES / "face_recognition" / "examples" / "obama.jpg").read_bytes()
 
@@ -74,7 +75,7 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
     tmp_path: Path, port_base: int, launch: Callable[..., RunningStack]
 ) -> None:
     data = tmp_path / "data"
-    stack = launch(data, "--shards", "2", "--extractors", "2")
+    stack = launch(data, "--shards", "2", "--extractors", "2", "--gateways", "2")
 
     status = _facegrid("status", "--data-dir", str(data))
     assert status.returncode == 0, status.stdout
@@ -83,7 +84,9 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
     assert "UNHEALTHY" not in status.stdout
 
     auth = {"Authorization": f"Token {stack.token}"}
-    created = httpx.post(f"{stack.api}/v1/galleries/persist", headers=auth, timeout=10)
+    # One connection, so one of the two gateway processes, for the request and its metrics.
+    client = httpx.Client(base_url=stack.api, timeout=10)
+    created = client.post("/v1/galleries/persist", headers=auth)
     assert created.status_code == 201
     assert httpx.get(f"{stack.api}/v1/galleries", headers={}, timeout=10).status_code == 401
     assert httpx.get(f"{stack.api}/docs", timeout=10).status_code == 200
@@ -108,8 +111,9 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
     assert info["cnt_linear"] + info["cnt_indexed"] == 20
 
     # Every service exposes Prometheus metrics that count the requests it answered.
-    gateway_metrics = httpx.get(f"{stack.api}/metrics", timeout=10).text
+    gateway_metrics = client.get("/metrics").text
     assert 'method="POST /galleries/{gallery}",outcome="201"' in gateway_metrics
+    client.close()
     shard_metrics = (
         urllib.request.urlopen(f"http://127.0.0.1:{port_base + SHARD_PORT + 1}/metrics", timeout=10)
         .read()
@@ -137,6 +141,21 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
             .decode()
         )
         assert 'method="/facegrid.v1.Extractor/Detect"' in body
+
+    # Both gateway processes serve the API port: 16 connections land on each of them.
+    clients = [httpx.Client(base_url=stack.api, headers=auth, timeout=10) for _ in range(16)]
+    assert all(c.get("/v1/galleries").status_code == 200 for c in clients)
+    gateways = [p for p in stack.descendants() if "facegrid.gateway" in p.cmdline()]
+    assert len(gateways) == 2
+    for gateway in gateways:
+        accepted = [
+            c
+            for c in gateway.net_connections(kind="tcp")
+            if c.laddr.port == port_base and c.status == psutil.CONN_ESTABLISHED
+        ]
+        assert accepted, f"gateway {gateway.pid} took none of 16 connections"
+    for c in clients:
+        c.close()
 
     children = stack.descendants()
     assert len(children) >= len(COMPONENTS)
