@@ -316,12 +316,16 @@ class Extraction:
         chips: list[npt.NDArray[np.uint8]] = []
         owners: list[int] = []
         boxes: list[Box] = []
-        # Several faces of one photo come as items with the same bytes: decoded once.
+        # Several faces of one photo come as items with the same bytes: the photo is decoded
+        # once, and the landmarks of the faces whose five points came with them are found
+        # together.
         photos: dict[bytes, DecodedImage | ItemError] = {}
+        for item in items:
+            if item.image not in photos:
+                photos[item.image] = _decode(item.image)
+        given = self._given_faces(items, photos)
         for i, item in enumerate(items):
-            decoded = photos.get(item.image)
-            if decoded is None:
-                decoded = photos[item.image] = _decode(item.image)
+            decoded = photos[item.image]
             if isinstance(decoded, ItemError):
                 results[i] = Extracted(error=decoded)
                 continue
@@ -334,7 +338,7 @@ class Extraction:
                 face: Face | None = None
                 box: Box = (0, 0, image.shape[1], image.shape[0])
             else:
-                found = self._locate(image, item)
+                found = given[i] if i in given else self._locate(image, item)
                 if found is None:
                     results[i] = Extracted(error=ItemError("NO_FACE", "no face found"))
                     continue
@@ -374,14 +378,31 @@ class Extraction:
             r if r is not None else Extracted(error=ItemError("INTERNAL", "lost")) for r in results
         ]
 
+    def _given_faces(
+        self, items: list[ExtractItem], photos: dict[bytes, DecodedImage | ItemError]
+    ) -> dict[int, Face]:
+        """The faces of the items that came with their five points, by item index: dlib's
+        landmarks found in the box the points give, all of one photo's faces together."""
+        by_photo: dict[bytes, list[int]] = {}
+        for i, item in enumerate(items):
+            given = item.landmarks is not None and item.landmarks.shape == (5, 2)
+            if given and not item.prenormalized and isinstance(photos[item.image], DecodedImage):
+                by_photo.setdefault(item.image, []).append(i)
+        faces: dict[int, Face] = {}
+        for data, members in by_photo.items():
+            decoded = photos[data]
+            assert isinstance(decoded, DecodedImage)
+            points = [np.asarray(items[i].landmarks, np.float32) for i in members]
+            boxes = [dlib_box(p) for p in points]
+            found = self.engine.shape_predictor.predict_many(decoded.rgb, boxes)
+            for i, face_points, box, parts in zip(members, points, boxes, found, strict=True):
+                left, top, right, bottom = items[i].box or box
+                detection = Detection((left, top, right, bottom), 1.0, face_points)
+                faces[i] = Face(detection, box, parts)
+        return faces
+
     def _locate(self, image: npt.NDArray[np.uint8], item: ExtractItem) -> Face | None:
-        if item.landmarks is not None and item.landmarks.shape == (5, 2):
-            points = item.landmarks.astype(np.float32)
-            box = dlib_box(points)
-            parts = self.engine.shape_predictor.predict(image, box)
-            left, top, right, bottom = item.box if item.box else box
-            detection = Detection((left, top, right, bottom), 1.0, points)
-            return Face(detection, box, parts)
+        """The biggest face found in the photo (overlapping item.box, when given)."""
         candidates = self.engine.detect(image, self.min_face_size)
         if item.box is not None:
             candidates = [c for c in candidates if _overlap(c.detection.box, item.box) > 0.3]
