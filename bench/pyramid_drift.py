@@ -1,11 +1,11 @@
 """How far the detector's pyramid shortcut moves the face vectors, against moving the photo.
 
-The detector makes each pyramid level from the level above (`_pyramid`), not from the full
-photo. For each face photo of shared/data/faces this finds the biggest face and its vector
-three ways: with the levels made from the full photo (the reference), with the shortcut, and
-with the reference pipeline on the photo shifted left by one pixel (how much any small change
-of input moves a vector). It prints the distributions of the vector distances and of the box
-and landmark moves for both, side by side.
+The detector makes each pyramid level from one copy of the photo at twice the first level's
+scale (`_pyramid`), not from the full photo. For each face photo of shared/data/faces this
+finds the biggest face and its vector three ways: with the levels made from the full photo
+(the reference), with the shortcut, and with the reference pipeline on the photo shifted left
+by one pixel (how much any small change of input moves a vector). It prints the distributions
+of the vector distances and of the box and landmark moves for both, side by side.
 
     FACEGRID_MODEL_CACHE=... python bench/pyramid_drift.py
 """
@@ -97,7 +97,8 @@ def main() -> None:
                     )
                 )
         print(f"{len(paths)} photos")
-        print(summary("levels from the level above", compared["shortcut"], lost["shortcut"]))
+        shortcut_label = "levels from one copy at twice the first scale"
+        print(summary(shortcut_label, compared["shortcut"], lost["shortcut"]))
         print(summary("photo shifted by one pixel", compared["shift"], lost["shift"]))
 
 
