@@ -28,17 +28,19 @@ import time
 from pathlib import Path
 
 import cv2
-import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from facegrid import balancing, grpcserver
 from facegrid.extractor import main as extractor_main
 from facegrid.extractor.bundle import build
 from facegrid.extractor.settings import ExtractorSettings
+from facegrid.health import Probe
 from facegrid.v1 import extractor_pb2 as pb
 from facegrid.v1 import extractor_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).parent))
+from reindex import wait_healthy
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 
@@ -181,6 +183,12 @@ async def main() -> None:
             process.wait()
 
 
+# The settings each extractor process of --processes gets from this bench's.
+PASSED_ON = (
+    "model_dir", "device", "cuda_conv_algo_search", "model_batch", "batch_wait_ms", "max_batch"
+)  # fmt: skip
+
+
 def start_processes(
     settings: ExtractorSettings, count: int
 ) -> tuple[list[subprocess.Popen[bytes]], str]:
@@ -192,8 +200,7 @@ def start_processes(
         {
             f"FACEGRID_EXTRACTOR_{name.upper()}": str(value)
             for name, value in settings.model_dump(exclude_none=True).items()
-            if name in ("model_dir", "device", "cuda_conv_algo_search", "model_batch")
-            or name in ("batch_wait_ms", "max_batch")
+            if name in PASSED_ON
         }
     )
     env.update(FACEGRID_EXTRACTOR_METRICS_LISTEN="", FACEGRID_EXTRACTOR_HTTP_LISTEN="")
@@ -204,20 +211,9 @@ def start_processes(
         )
         for port in ports
     ]
-    for port in ports:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                except grpc.RpcError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the extractor on port {port} did not start")
-                time.sleep(0.5)
+    for port, process in zip(ports, processes, strict=True):
+        address = f"127.0.0.1:{port}"
+        wait_healthy(Probe("grpc", address), process, f"the extractor on {address}", 180)
     return processes, ",".join(f"127.0.0.1:{port}" for port in ports)
 
 

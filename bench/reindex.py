@@ -42,15 +42,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(probe: Probe, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 60
+def wait_healthy(
+    probe: Probe, process: subprocess.Popen[bytes], what: str, seconds: float = 60
+) -> None:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode}")
         if check(probe, timeout=1.0)[0]:
             return
         time.sleep(0.2)
-    raise RuntimeError(f"{what} not healthy after 60 s")
+    raise RuntimeError(f"{what} not healthy after {seconds:.0f} s")
 
 
 def start(folder: Path, shards: int) -> tuple[list[subprocess.Popen[bytes]], str, str]:

@@ -183,8 +183,8 @@ class MongoFaceStore:
 
     async def _take_id_blocks(self, counts: list[int]) -> list[list[int]]:
         """One counter advance for several callers: consecutive blocks, in the callers' order."""
-        last = await _advance(self._counters, "faces", sum(counts))
-        first = last - sum(counts) + 1
+        total = sum(counts)
+        first = await _advance(self._counters, "faces", total) - total + 1
         blocks = []
         for count in counts:
             blocks.append(list(range(first, first + count)))

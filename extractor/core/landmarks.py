@@ -247,9 +247,8 @@ class _BoxTransform:
         floor(. + 0.5)."""
         m = self._m
         uv64 = uv.astype(np.float64)
-        xy: npt.NDArray[np.float64] = (m[:, :, :1] * uv64[:, :1] + m[:, :, 1:2] * uv64[:, 1:2]) + m[
-            :, :, 2:
-        ]
+        linear = m[:, :, :1] * uv64[:, :1] + m[:, :, 1:2] * uv64[:, 1:2]
+        xy: npt.NDArray[np.float64] = linear + m[:, :, 2:]
         return np.floor(xy + 0.5)
 
 
