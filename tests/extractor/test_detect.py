@@ -9,7 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-from facegrid.extractor.core.detect import DetectorParams, FaceDetector, _pyramid, nms
+from facegrid.extractor.core.detect import (
+    HALVING_MARGIN,
+    DetectorParams,
+    FaceDetector,
+    _crops,
+    _Halvings,
+    _pyramid,
+    nms,
+)
 
 FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"
 PASCAL = FACES / "dlib" / "examples" / "faces"
@@ -70,6 +78,48 @@ def test_pyramid_levels_match_resizing_the_whole_photo(detector: FaceDetector) -
         assert (level.shape[1], level.shape[0]) == size
         direct = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
         assert np.abs(level.astype(np.int16) - direct).mean() < 0.5, scale
+
+
+def _crop_from_full_photo(
+    photo: np.ndarray, box: tuple[int, int, int, int], size: int
+) -> np.ndarray:
+    """The box's pixels (inclusive corners, zero outside the photo) resized to size x size."""
+    x1, y1, x2, y2 = box
+    padded = np.zeros((y2 - y1 + 1, x2 - x1 + 1, 3), np.uint8)
+    height, width = photo.shape[:2]
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2 + 1, width), min(y2 + 1, height)
+    padded[sy1 - y1 : sy2 - y1, sx1 - x1 : sx2 - x1] = photo[sy1:sy2, sx1:sx2]
+    return cv2.resize(padded, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def test_crops_from_halvings_match_crops_from_the_full_photo() -> None:
+    """R-Net's and O-Net's crops: a box under four times the crop's side is cut from the photo
+    itself, bit for bit; a bigger one from a halving, within 1.5 grey levels on average (the
+    face's box, the most textured, is 1.1 off)."""
+    photo = _rgb(FACES / "face_recognition" / "examples" / "obama-1080p.jpg")
+    height, width = photo.shape[:2]
+    boxes = [
+        (900, 200, 1340, 640),  # the face, 441 px
+        (100, 100, 130, 130),  # 31 px
+        (-60, -40, 139, 159),  # 200 px, partly outside
+        (300, 300, 399, 399),  # 100 px
+        (width - 300, height - 500, width + 299, height + 99),  # 600 px, partly outside
+        (0, 0, width - 1, height - 1),  # the whole photo, not square
+    ]
+    for size in (24, 48):
+        got = _crops(_Halvings(photo), np.array(boxes, np.float32), size)
+        for box, crop in zip(boxes, got, strict=True):
+            pixels = crop * 128 + 127.5  # back from the networks' scale
+            expected = _crop_from_full_photo(photo, box, size).astype(np.float32)
+            side = min(box[2] - box[0], box[3] - box[1]) + 1
+            if side < HALVING_MARGIN * size:
+                np.testing.assert_array_equal(pixels, expected)
+            else:
+                assert np.abs(pixels - expected).mean() < 1.5, (box, size)
+    levels = [_Halvings(photo).level(k) for k in range(12)]
+    assert [factor for _, factor in levels][:4] == [1, 2, 4, 8]
+    assert levels[1][0].shape == (height // 2, width // 2, 3)
+    assert min(levels[-1][0].shape[:2]) >= 2  # no deeper than 2 x 2
 
 
 def test_no_faces_in_photos_without_people(detector: FaceDetector) -> None:
