@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY
 from facegrid.licence import LicenceClient
 from facegrid.observability import configure_logging, start_metrics_server
 from facegrid.video.core.options import OptionError, Options, parse
+from facegrid.video.sink import SinkUnavailable, load_av
 from facegrid.video.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ async def serve(options: Options) -> None:
 def main(argv: list[str] | None = None) -> None:
     try:
         options = parse(sys.argv[1:] if argv is None else argv, os.environ)
-    except OptionError as e:
+        if options.sink_url and options.source:
+            load_av()  # the one camera that streams is known: fail now, not later
+    except (OptionError, SinkUnavailable) as e:
         print(f"facegrid-video: {e}", file=sys.stderr)
         sys.exit(2)
     configure_logging("video", options.log_level, options.log_format)

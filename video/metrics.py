@@ -20,6 +20,14 @@ class WorkerMetrics:
         self.posts = counter("posts", "Faces the API accepted.")
         self.post_errors = counter("post_errors", "Faces that could not be posted.")
         self.reconnects = counter("reconnects", "Times the camera was opened again.")
+        self.sink_frames = counter("sink_frames", "Frames sent to the output stream (sink-url).")
+        self.sink_drops = counter(
+            "sink_frames_dropped",
+            "Frames the output stream dropped: it fell behind, or its server was unreachable.",
+        )
+        self.sink_errors = counter(
+            "sink_errors", "Times the output stream could not be opened or failed."
+        )
         self.tracks = Gauge(
             "facegrid_video_active_tracks", "Faces tracked now.", ["camera"], registry=registry
         )
@@ -49,6 +57,9 @@ class WorkerMetrics:
             self.reconnects.labels(camera_id),
             self.tracks.labels(camera_id),
             self.latency.labels(camera_id),
+            self.sink_frames.labels(camera_id),
+            self.sink_drops.labels(camera_id),
+            self.sink_errors.labels(camera_id),
         )
 
 
@@ -62,3 +73,6 @@ class CameraMetrics:
     reconnects: Counter
     tracks: Gauge
     latency: Histogram
+    sink_frames: Counter
+    sink_drops: Counter
+    sink_errors: Counter

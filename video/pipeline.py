@@ -9,7 +9,9 @@ Each stage is a thread; between them are bounded queues. When processing falls b
 capture stage drops the oldest waiting frame (counted) unless `disable-drops`, in which case it
 waits. Posting runs apart from processing, so a slow API does not stall detection; its queue is
 bounded too (posts are dropped and counted when it is full). `stop()` ends every stage; a file
-source ends the pipeline by itself, after the tracks it left open are posted.
+source ends the pipeline by itself, after the tracks it left open are posted. With a sink (the
+camera's output stream), every frame processing takes is offered to it, after detection and
+tracking, with the tracks to draw.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from facegrid.video.core.motion import Frame, MotionDetector
 from facegrid.video.core.options import Options
 from facegrid.video.core.tracking import Detection, Post, Tracker
 from facegrid.video.metrics import CameraMetrics
+from facegrid.video.sink import Sink
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +76,18 @@ class CameraPipeline:
         api: Api,
         metrics: CameraMetrics,
         *,
+        sink: Sink | None = None,
         keep_answers: bool = False,
     ) -> None:
+        """sink: the camera's output stream, which gets every frame processing takes (with
+        the tracks drawn on it when draw-track is on); the pipeline closes it at its end."""
         self.camera = camera
         self.options = options
         self._source = source
         self._extractor = extractor
         self._api = api
         self._metrics = metrics
+        self._sink = sink
         self._keep_answers = keep_answers  # tests and benchmarks read what was posted
         self._stop = threading.Event()
         self._frames: queue.Queue[_Frame | None] = queue.Queue(FRAME_QUEUE)
@@ -169,34 +176,52 @@ class CameraPipeline:
                 item = self._frames.get()
                 if item is _END or item is None:
                     break
-                frame = item.captured.frame
-                tracker.frame_size = (frame.shape[1], frame.shape[0])
-                started = time.perf_counter()
-                moving = motion.moved(frame)
-                self.stage_seconds["motion"] += time.perf_counter() - started
-                since_detection += 1
-                if not moving and not tracker.active:
-                    continue
-                if since_detection < o.detect_every:
-                    continue  # the tracks carry their faces to the next detected frame
-                since_detection = 0
-                started = time.perf_counter()
-                try:
-                    detections = self._detect(item, rot)
-                except ExtractorError as e:
-                    log.warning("camera %s: %s", self.camera.id, e)
-                    continue
-                finally:
-                    self.stage_seconds["detect"] += time.perf_counter() - started
-                self.stats.processed += 1
-                self._metrics.processed.inc()
-                posts = tracker.update(item, item.captured.time, detections)
-                self._metrics.tracks.set(tracker.active)
-                self._queue_posts(posts)
+                since_detection = self._look(item, motion, tracker, rot, since_detection)
+                if self._sink is not None:
+                    marks = tracker.marks() if o.draw_track else ()
+                    self._sink.offer(item.captured.frame, item.captured.time, marks)
             self._queue_posts(tracker.finish())
         finally:
             self._metrics.tracks.set(0)
             self._put(self._posts, _END)
+            if self._sink is not None:
+                self._sink.close()
+
+    def _look(
+        self,
+        item: _Frame,
+        motion: MotionDetector,
+        tracker: Tracker,
+        rot: Region | None,
+        since_detection: int,
+    ) -> int:
+        """Motion gate, detection and tracking of one frame; returns the frames since the last
+        detection."""
+        o = self.options
+        frame = item.captured.frame
+        tracker.frame_size = (frame.shape[1], frame.shape[0])
+        started = time.perf_counter()
+        moving = motion.moved(frame)
+        self.stage_seconds["motion"] += time.perf_counter() - started
+        since_detection += 1
+        if not moving and not tracker.active:
+            return since_detection
+        if since_detection < o.detect_every:
+            return since_detection  # the tracks carry their faces to the next detected frame
+        started = time.perf_counter()
+        try:
+            detections = self._detect(item, rot)
+        except ExtractorError as e:
+            log.warning("camera %s: %s", self.camera.id, e)
+            return 0
+        finally:
+            self.stage_seconds["detect"] += time.perf_counter() - started
+        self.stats.processed += 1
+        self._metrics.processed.inc()
+        posts = tracker.update(item, item.captured.time, detections)
+        self._metrics.tracks.set(tracker.active)
+        self._queue_posts(posts)
+        return 0
 
     def _detect(self, item: _Frame, rot: Region | None) -> list[Detection]:
         """Faces on the frame scaled by `scale`, in frame pixels."""

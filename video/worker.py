@@ -1,6 +1,7 @@
 """The worker: which cameras to process, one pipeline each.
 
-Cameras come from `--source`/`--camid` (one camera), from the REST API's camera list
+Cameras come from `--source`/`--camid` (one camera; with `sink-url`, its video is also sent
+on, see facegrid.video.sink), from the REST API's camera list
 (`camera-url`, those of `detector-name`), or from FaceGrid's control plane (`controlplane`).
 The list is read again every `reload-timeout` seconds unless `single-pass`: new cameras start,
 removed ones stop, and a camera whose URL, rot or roi changed restarts with its new settings,
@@ -26,10 +27,11 @@ from facegrid.v1 import controlplane_pb2 as cp
 from facegrid.v1 import controlplane_pb2_grpc
 from facegrid.video.capture import parse_source
 from facegrid.video.clients import Api, Camera, Extractor
-from facegrid.video.core.geometry import Region
+from facegrid.video.core.geometry import Region, parse_resolution
 from facegrid.video.core.options import OptionError, Options, override
 from facegrid.video.metrics import WorkerMetrics
 from facegrid.video.pipeline import CameraPipeline
+from facegrid.video.sink import Sink, SinkUnavailable, target
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,11 @@ class Worker:
         self._keep_answers = keep_answers
         # Per camera: (frames in, time.monotonic()) at the last report, for frames/s.
         self._seen: dict[str, tuple[int, float]] = {}
+        if options.sink_url and not options.source:
+            log.warning(
+                "sink-url streams the one camera of --source; cameras from %s get none",
+                "the control plane" if options.controlplane else "the API",
+            )
 
     async def cameras(self) -> list[Camera]:
         o = self.options
@@ -146,13 +153,29 @@ class Worker:
         except OptionError as e:
             log.error("%s; the camera is not started", e)
             return str(e)
+        metrics = self.metrics.camera(camera.id)
+        sink = None
+        if options.sink_url and options.source:
+            try:
+                sink = Sink(
+                    target(options.sink_url, camera.id),
+                    parse_resolution(options.sink_res),
+                    on_frame=metrics.sink_frames.inc,
+                    on_drop=metrics.sink_drops.inc,
+                    on_error=metrics.sink_errors.inc,
+                )
+            except SinkUnavailable as e:
+                log.error("camera %s: %s", camera.id, e)
+                return str(e)
+            log.info("camera %s: streaming to %s", camera.id, sink.target.url)
         pipeline = CameraPipeline(
             camera,
             source,
             options,
             self.extractor,
             self.api,
-            self.metrics.camera(camera.id),
+            metrics,
+            sink=sink,
             keep_answers=self._keep_answers,
         )
         self.pipelines[camera.id] = pipeline

@@ -6,6 +6,9 @@ import re
 from dataclasses import dataclass
 
 _GEOMETRY = re.compile(r"^\s*(\d+)x(\d+)\+(\d+)\+(\d+)\s*$")
+# WxH; the reference writes the x as a Cyrillic letter in places: that and the multiplication
+# sign count too.
+_RESOLUTION = re.compile(r"^\s*(\d+)\s*[xX\u00d7\u0445]\s*(\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,19 @@ def parse_region(value: str | list[int] | tuple[int, ...]) -> Region:
     if width <= 0 or height <= 0 or x < 0 or y < 0:
         raise ValueError(f"{value!r} needs a positive size and a non-negative position")
     return Region(width, height, x, y)
+
+
+def parse_resolution(text: str) -> tuple[int, int] | None:
+    """`WxH` as (width, height); None for an empty value. ValueError when it is not one."""
+    if not text.strip():
+        return None
+    match = _RESOLUTION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not WxH")
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (16 <= width <= 8192 and 16 <= height <= 8192):
+        raise ValueError(f"{text!r}: each side must be 16 to 8192 pixels")
+    return width, height
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from facegrid.video.core.geometry import Region, parse_region
+from facegrid.video.core.geometry import Region, parse_region, parse_resolution
 
 
 class OptionError(ValueError):
@@ -154,15 +154,15 @@ def parser() -> argparse.ArgumentParser:
     option("--rt-delay", help="ms between two posts of one face")
     option("--rot", help="WxH+X+Y: detect and track only inside")
     option("--roi", help="WxH+X+Y: post faces only inside")
-    option("--draw-track", kind="flag", help="draw tracks (accepted; no output stream)")
+    option("--draw-track", kind="flag", help="draw each face's box and track on the sink stream")
     option("--min-face-size", help="smallest face side posted, pixels")
     option("--max-face-size", help="largest face side posted, pixels")
     option("--max-persons", help="faces tracked at once (4)")
     option("--single-pass", kind="flag", help="read the camera list once")
     option("--start-ts", kind="flag", help="add frame timestamps to posts (1)")
     option("--disable-drops", kind="flag", help="queue frames instead of dropping them")
-    option("--sink-url", help="accepted; FaceGrid has no output video stream")
-    option("--sink-res", help="accepted; FaceGrid has no output video stream")
+    option("--sink-url", help="send the camera's video on: host:port (RTMP), a URL or a file")
+    option("--sink-res", help="WxH of the sink stream (the camera's size)")
     option("--tracker-threads", help="tracking threads (<= max-persons)")
     option("--detect-every", help="detect on every Nth frame; tracks carry faces between (1)")
     option("--extractor", help="extractor gRPC address (FaceGrid)")
@@ -330,5 +330,9 @@ def _check(o: Options, origins: dict[str, str]) -> None:
         for name, ok, message in rules
         if not ok
     ]
+    try:
+        parse_resolution(o.sink_res)
+    except ValueError as e:
+        problems.append(f"{origins.get('sink_res', '--sink-res')}: {e}")
     if problems:
         raise OptionError("; ".join(problems))

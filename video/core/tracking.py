@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from facegrid.video.core.geometry import Box
@@ -37,6 +37,8 @@ MATCH_IOU = 0.3
 # size (fast movement, or a box that grew or shrank, gives a low IoU).
 MATCH_SHIFT = 1.0
 DIRECTION_SCALE = 20.0
+# Centres kept per track for draw-track's path.
+PATH_LENGTH = 50
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,15 @@ class Post:
     box: Box
 
 
+@dataclass(frozen=True)
+class TrackMark:
+    """A track as draw-track shows it: its id, box and recent centres, in frame pixels."""
+
+    id: int
+    box: Box
+    path: tuple[tuple[float, float], ...]
+
+
 @dataclass
 class _Track:
     id: int
@@ -106,6 +117,8 @@ class _Track:
     last_post: float | None = None
     best: Post | None = None
     posts: int = 0
+    # The box centres of its last PATH_LENGTH detections.
+    path: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=PATH_LENGTH))
 
 
 class Tracker:
@@ -120,6 +133,10 @@ class Tracker:
     @property
     def active(self) -> int:
         return len(self._tracks)
+
+    def marks(self) -> list[TrackMark]:
+        """The tracks now, for drawing."""
+        return [TrackMark(t.id, t.box, tuple(t.path)) for t in self._tracks]
 
     def update(self, frame: Any, time: float, detections: Sequence[Detection]) -> list[Post]:
         """One processed frame (time in seconds of video): the posts it causes."""
@@ -154,6 +171,7 @@ class Tracker:
         for track, detection in assignments:
             track.box = detection.box
             track.seen_at = time
+            track.path.append(detection.box.center)
             post = self._consider(track, frame, time, detection)
             if post is not None:
                 posts.append(post)
