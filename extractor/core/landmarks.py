@@ -34,12 +34,15 @@ The similarity transform uses the closed form of Umeyama's solution in 2-D (scal
 [[a + d, b - c], [c - b, a + d]] / sigma over the cross-covariance [[a, b], [c, d]]) instead of
 an SVD: the two agree to a few double ulps, which the narrowing to float32 erases.
 
-Speed: every split of a level is decided in one NumPy step and all its trees are walked down
-together, one step per tree depth; a level is then a few dozen NumPy calls on arrays of 500-7,500
-entries, so the 15 levels cost ~3.3 ms per face on this project's 2-core machine, where dlib's
-own call (C++, through its Python binding) takes ~1 ms. `predict_many` walks all the faces of a
-photo down together, each with its own numbers: the six faces of a 1080p pedestrians frame take
-13 ms together against 23 to 34 ms one by one.
+Speed: every split of a level is decided in one NumPy step; for trees of depth 4 (the 5-point
+model's) each tree's four levels of decisions are then one number, its split decisions as bits,
+which a table of all 32,768 patterns turns into the tree's leaf, and deeper trees are walked
+down one step per level. The similarity fit of each level runs on Python floats (five points).
+A level is then about twenty NumPy calls on arrays of 500-7,500 entries: the 15 levels cost
+~2.4 ms per face on this project's 2-core machine (2.9 ms walking the trees and fitting in
+NumPy), where dlib's own call (C++, through its Python binding) takes ~1 ms. `predict_many`
+walks all the faces of a photo down together, each with its own numbers: the six faces of a
+1080p pedestrians frame take 13 ms together against 23 to 34 ms one by one.
 """
 
 from __future__ import annotations
@@ -136,6 +139,12 @@ class ShapePredictor:
         self._delta_y = np.ascontiguousarray(deltas[..., 1], dtype=np.float32)
         self._node_base = np.arange(trees, dtype=np.intp) * splits
         self._leaf_base = np.arange(trees, dtype=np.intp) * (splits + 1) - splits
+        self._trees, self._splits = trees, splits
+        # Trees of depth 4 or less: a tree's leaf looked up from its splits' decisions as one
+        # number (bit n: node n goes left), instead of walked down one level at a time.
+        self._leaf_of = _leaf_table(splits) if splits <= _TABLE_SPLITS else None
+        self._bit_values = (2.0 ** np.arange(splits)).astype(np.float32)
+        self._first_leaf = self._leaf_base + splits  # tree t's leaf 0 is row t * (S + 1)
 
     @property
     def num_parts(self) -> int:
@@ -180,19 +189,47 @@ class ShapePredictor:
     ) -> npt.NDArray[np.float32]:
         """Walk every tree of the level on each face's feature values (B, features) and add
         their leaves to its shape (B, parts, 2)."""
-        # Every split of every tree decided at once, then each tree walked down its decisions.
+        # Every split of every tree decided at once, then each tree's leaf found from its
+        # decisions.
         first = values.take(self._idx1[level], axis=1)
         goes_left = (first - values.take(self._idx2[level], axis=1)) > self._thresholds[level]
         faces = len(shape)
-        node = np.zeros((faces, len(self._node_base)), dtype=np.intp)
-        rows = np.arange(faces)[:, None]
-        for _ in range(self._depth):
-            node = 2 * node + 2 - goes_left[rows, self._node_base + node]
-        updates = self._leaves[level].take(self._leaf_base + node, axis=0)  # (B, trees, 2P)
-        # Tree after tree, as dlib adds them: a cumulative sum is sequential by definition.
-        steps = np.concatenate([shape.reshape(faces, 1, -1), updates], axis=1)
-        total: npt.NDArray[np.float32] = np.add.accumulate(steps, axis=1, dtype=np.float32)[:, -1]
+        if self._leaf_of is not None:
+            # Each tree's decisions as the bits of one number (a product with the bits'
+            # values, exact in float32 below 2**24), which the table maps to its leaf.
+            decisions = goes_left.reshape(faces, self._trees, self._splits).view(np.uint8)
+            pattern = (decisions @ self._bit_values).astype(np.intp)
+            rows = self._first_leaf + self._leaf_of.take(pattern)
+        else:
+            node = np.zeros((faces, self._trees), dtype=np.intp)
+            flat = goes_left.reshape(-1)
+            first_node = np.arange(faces)[:, None] * goes_left.shape[1] + self._node_base
+            for _ in range(self._depth):
+                node = 2 * node + 2 - flat.take(first_node + node)
+            rows = self._leaf_base + node
+        updates = self._leaves[level].take(rows, axis=0)  # (B, trees, 2P)
+        # Tree after tree, as dlib adds them: a cumulative sum is sequential by definition. The
+        # shape goes into the first tree's update, the first addition of the sum.
+        updates[:, 0] += shape.reshape(faces, -1)
+        total: npt.NDArray[np.float32] = np.add.accumulate(updates, axis=1, dtype=np.float32)[:, -1]
         return total.reshape(shape.shape)
+
+
+# Trees with up to this many splits (depth 4) find their leaves through _leaf_table.
+_TABLE_SPLITS = 15
+
+
+def _leaf_table(splits: int) -> npt.NDArray[np.intp]:
+    """For every pattern of decisions of a complete tree's splits (bit n set: node n goes
+    left), the leaf (0 to splits) the walk from the root ends in."""
+    patterns = np.arange(2**splits, dtype=np.intp)
+    node = np.zeros_like(patterns)
+    while True:
+        inner = node < splits
+        if not inner.any():
+            return (node - splits).astype(np.intp)
+        left = (patterns >> np.where(inner, node, 0)) & 1
+        node = np.where(inner, 2 * node + 2 - left, node)
 
 
 class _SimilarityFit:
@@ -201,24 +238,38 @@ class _SimilarityFit:
     dlib fits the similarity with find_similarity_transform (Umeyama, via an SVD, in double).
     In 2-D the optimal rotation is the angle of (a + d, c - b) for the cross-covariance
     [[a, b], [c, d]] and scale * trace(D S) is that vector's length, so scale * rotation is
-    [[a + d, b - c], [c - b, a + d]] / sigma: no SVD and no square root.
+    [[a + d, b - c], [c - b, a + d]] / sigma: no SVD and no square root. The sums run point
+    after point in doubles (Python floats), in the order of dlib's loops; with a handful of
+    points, plain Python arithmetic costs a fraction of NumPy's per-call overhead.
     """
 
     def __init__(self, initial: npt.NDArray[np.float32]) -> None:
-        source = initial.astype(np.float64)
-        self._source = source - source.sum(axis=0) / len(source)
-        self._spread = float((self._source * self._source).sum())
+        points = initial.astype(np.float64).tolist()
+        count = len(points)
+        mean_x = sum(x for x, _ in points) / count
+        mean_y = sum(y for _, y in points) / count
+        self._source = [(x - mean_x, y - mean_y) for x, y in points]
+        self._spread = sum(x * x + y * y for x, y in self._source)
         # dlib: identity for a single landmark; c = 1 and R = I when the source has no spread.
-        self._identity = len(source) == 1 or self._spread == 0
+        self._identity = count == 1 or self._spread == 0
 
     def to(self, current: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         if self._identity:
             return np.eye(2, dtype=np.float32)
-        target = current.astype(np.float64)
-        target -= target.sum(axis=0) / len(target)
-        cov = target.T @ self._source  # [[sum tx*sx, sum tx*sy], [sum ty*sx, sum ty*sy]]
-        cos_part = (cov[0, 0] + cov[1, 1]) / self._spread
-        sin_part = (cov[1, 0] - cov[0, 1]) / self._spread
+        points = current.tolist()
+        count = len(points)
+        mean_x = sum(x for x, _ in points) / count
+        mean_y = sum(y for _, y in points) / count
+        a = b = c = d = 0.0  # [[sum tx*sx, sum tx*sy], [sum ty*sx, sum ty*sy]]
+        for (tx, ty), (sx, sy) in zip(points, self._source, strict=True):
+            tx -= mean_x
+            ty -= mean_y
+            a += tx * sx
+            b += tx * sy
+            c += ty * sx
+            d += ty * sy
+        cos_part = (a + d) / self._spread
+        sin_part = (c - b) / self._spread
         return np.array([[cos_part, -sin_part], [sin_part, cos_part]], dtype=np.float32)
 
 

@@ -205,6 +205,26 @@ def test_a_photos_faces_together_get_the_bits_each_gets_alone(
     assert predictor.predict_many(image, []) == []
 
 
+def test_leaves_looked_up_equal_leaves_walked_to(
+    arrays: ShapePredictorArrays, detections: list[tuple[str, Image, Box]]
+) -> None:
+    """Trees of depth 4 find their leaves in a table of split decisions; deeper trees are
+    walked down. Both give the same landmarks, alone and several faces together."""
+    table = ShapePredictor(arrays)
+    walked = ShapePredictor(arrays)
+    walked._leaf_of = None  # as for trees too deep for the table
+    photos: dict[str, tuple[Image, list[Box]]] = {}
+    for name, image, box in detections:
+        photos.setdefault(name, (image, []))[1].append(box)
+        jittered = tuple(v + d for v, d in zip(box, (3, -2, 5, 1), strict=True))
+        photos[name][1].append(jittered)  # type: ignore[arg-type]
+    for image, boxes in photos.values():
+        found = table.predict_many(image, boxes)
+        for points, other in zip(found, walked.predict_many(image, boxes), strict=True):
+            assert np.array_equal(points, other)
+        assert np.array_equal(found[0], walked.predict(image, boxes[0]))
+
+
 def test_boxes_past_the_image_edge(
     predictor: ShapePredictor,
     dlib_models: dict[str, Any],
