@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).parent))
 from gateway_latency import add_setting_option, free_base, stack_data, start_stack
@@ -76,8 +77,27 @@ def gallery_faces(client: httpx.Client, gallery: str) -> list[dict[str, object]]
         params["max_id"] = page[-1]["id"]
 
 
+def cpu_seconds(stack: int) -> dict[str, float]:
+    """CPU seconds so far of each process of the stack (`facegrid up` and its children), by
+    its role: a steadier measure than images/s on a shared machine."""
+    found: dict[str, float] = collections.defaultdict(float)
+    for child in psutil.Process(stack).children(recursive=True):
+        try:
+            times = child.cpu_times()
+            command = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        role = next((r for r in ROLES if r in command), "other")
+        found[role] += times.user + times.system
+    return found
+
+
+# Parts of the stack's command lines that say which service a process is.
+ROLES = ("extractor", "gateway", "indexer", "secantus", "redis", "licensing", "operator")
+
+
 def throughput(
-    tmp: Path, api: str, token: str, client: httpx.Client, args: argparse.Namespace
+    tmp: Path, api: str, token: str, client: httpx.Client, args: argparse.Namespace, stack: int
 ) -> None:
     for parallel in args.parallel:
         gallery = f"speed{parallel}"
@@ -87,8 +107,10 @@ def throughput(
         job = tmp / f"{gallery}.job"
         mass_enroll("--job", str(job), "prepare", "--meta-filename", f"{folder}/*")
         started = time.perf_counter()
+        before = cpu_seconds(stack)
         done = mass_enroll(*run_args(job, api, token, gallery, parallel))
         seconds = time.perf_counter() - started
+        after = cpu_seconds(stack)
         summary = "\n".join(done.stdout.splitlines()[-7:])
         ok = int(re.search(r"Successfully processed (\d+)", done.stdout)[1])  # type: ignore[index]
         failed = int(re.search(r"Failed to process (\d+)", done.stdout)[1])  # type: ignore[index]
@@ -98,6 +120,12 @@ def throughput(
             "[target >= 25 images/s]"
         )
         print("  " + summary.replace("\n", "\n  "), flush=True)
+        per_image = {r: 1000 * (after[r] - before.get(r, 0.0)) / args.images for r in after}
+        print(
+            "  CPU per image: "
+            + ", ".join(f"{r} {ms:.1f} ms" for r, ms in sorted(per_image.items()) if ms >= 0.05),
+            flush=True,
+        )
 
 
 def kill_check(
@@ -163,7 +191,7 @@ def main() -> None:
         try:
             print(f"{len(SOURCES)} source photos, repeated; stack at {api}", flush=True)
             with httpx.Client(base_url=api, headers={"Authorization": f"Token {token}"}) as client:
-                throughput(tmp, api, token, client, args)
+                throughput(tmp, api, token, client, args, process.pid)
                 exact = kill_check(tmp, api, token, client, args)
         finally:
             process.send_signal(signal.SIGTERM)
