@@ -8,6 +8,8 @@ read from it. Detection runs on the session's real extractor; the API is a recor
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -48,6 +50,21 @@ def test_sink_res_is_checked_where_it_is_given() -> None:
         parse([*base, "--sink-res", "1280:720"])
     with pytest.raises(OptionError, match="--sink-res"):
         parse([*base, "--sink-res", "8x8"])
+
+
+def test_without_pyav_the_worker_refuses_sink_url() -> None:
+    """PyAV is an optional dependency: asked for a sink without it, the worker says how to get
+    it and exits with status 2 before it starts (an import of `av` fails in this process)."""
+    program = (
+        "import sys; sys.modules['av'] = None\n"
+        "from facegrid.video.main import main\n"
+        "main(['--api-token', 't', '--source', sys.argv[1], '--sink-url', '127.0.0.1:1935'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(CLIP)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "pip install 'facegrid[sink]'" in done.stderr
 
 
 def test_draw_marks_box_id_and_path() -> None:
