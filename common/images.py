@@ -5,7 +5,8 @@ from the header before any pixel is decoded, so a small file that claims 20000x2
 decompression bomb) is refused without allocating it. EXIF orientation is applied and reported.
 Greyscale, palette, 16-bit and CMYK images become RGB; an alpha channel is composited over
 white, as a viewer would show the photo. Every failure is an ImageError with a FindFace-style
-code, never a crash.
+code, never a crash. Pillow reads the header and decodes the unusual photos; OpenCV decodes
+the common ones (upright 8-bit JPEG and PNG) to the same pixels, faster.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -81,16 +83,49 @@ def decode(
                 "IMAGE_TOO_LARGE",
                 f"the photo is {width}x{height} pixels; the limit is {max_pixels} pixels",
             )
+        if _plain(data, image):
+            # The same pixels as Pillow's, decoded by OpenCV's libjpeg-turbo and libpng straight
+            # into an array: a 960x540 JPEG in 3 ms instead of 5 ms, plus 3 ms for Pillow to
+            # copy its pixels out. What OpenCV cannot decode goes on to Pillow, which says why.
+            flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+            pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+            if pixels is not None and pixels.shape[:2] == (height, width):
+                rgb = np.asarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+                return DecodedImage(rgb, str(image.format), 1)
         orientation = _orientation(image)
         try:
             image.load()
-            upright = ImageOps.exif_transpose(image) or image
+            upright = image if orientation == 1 else ImageOps.exif_transpose(image)
             rgb = _to_rgb(upright)
         except (OSError, ValueError, SyntaxError) as e:
             # Pillow reports truncated and corrupt data as OSError (and SyntaxError for some
             # broken PNG chunks).
             raise ImageError("IMAGE_DECODING_FAILED", f"the photo is damaged: {e}") from e
         return DecodedImage(np.asarray(rgb, dtype=np.uint8), str(image.format), orientation)
+
+
+def _plain(data: bytes, image: Image.Image) -> bool:
+    """An upright 8-bit greyscale or RGB photo, whole: one that OpenCV decodes to Pillow's
+    pixels (checked on every JPEG and PNG of shared/data/faces).
+
+    - JPEG: greyscale or YCbCr (not CMYK), EXIF orientation 1 (read from the header), and
+      ending with its end-of-image marker, so that a truncated file, which libjpeg fills with
+      grey where Pillow refuses it, goes to Pillow;
+    - PNG: 8-bit greyscale or RGB (IHDR, always the first chunk: no palette, no alpha, no 16
+      bits), without an eXIf chunk (Pillow decodes the whole PNG to look for one).
+    """
+    if image.format == "JPEG":
+        return (
+            image.mode in ("L", "RGB") and data.endswith(b"\xff\xd9") and _orientation(image) == 1
+        )
+    return (
+        image.format == "PNG"
+        and image.mode in ("L", "RGB")
+        and data[12:16] == b"IHDR"
+        and data[24] == 8
+        and data[25] in (0, 2)
+        and b"eXIf" not in data
+    )
 
 
 def _orientation(image: Image.Image) -> int:

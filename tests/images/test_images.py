@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from facegrid.images import MAX_BYTES, ImageError, decode
 
@@ -64,6 +64,42 @@ def test_webp_greyscale_and_palette_become_rgb() -> None:
     assert decode(_encode(palette, "PNG")).rgb.shape == (30, 40, 3)
     deep = Image.fromarray(np.full((4, 4), 0x8000, dtype=np.uint16))
     assert decode(_encode(deep, "PNG")).rgb[0, 0].tolist() == [128, 128, 128]
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+
+
+def test_opencv_decodes_plain_photos_to_pillows_pixels() -> None:
+    """Upright 8-bit JPEGs and PNGs are decoded by OpenCV, the rest by Pillow: the pixels are
+    Pillow's either way, and a damaged photo is still refused."""
+    shared = [
+        *sorted(FACES.glob("face_recognition/examples/**/*.jpg"))[:15],
+        *sorted(FACES.glob("deepface/**/*.jpg"))[:15],
+        *sorted(FACES.glob("face-api.js/examples/images/*/*.png"))[:10],
+        FACES / "astronaut.png",
+    ]
+    rng = np.random.default_rng(4)
+    noise = Image.fromarray(rng.integers(0, 256, (61, 83, 3), dtype=np.uint8))
+    grey = Image.fromarray(rng.integers(0, 256, (50, 20), dtype=np.uint8))
+    photos = [
+        *(path.read_bytes() for path in shared),
+        _encode(noise, "JPEG", quality=90),
+        _encode(grey, "JPEG"),
+        _encode(noise, "PNG"),
+        _encode(grey, "PNG"),
+        _encode(noise, "JPEG") + b"bytes after the end marker",  # Pillow's path
+    ]
+    for data in photos:
+        np.testing.assert_array_equal(decode(data).rgb, _pillow_rgb(data))
+    jpeg = photos[0]
+    with pytest.raises(ImageError) as raised:
+        decode(jpeg[: len(jpeg) // 2])
+    assert raised.value.code == "IMAGE_DECODING_FAILED"
+    # Cut short but ended with an end marker: libjpeg fills in grey for both decoders.
+    patched = jpeg[: len(jpeg) // 2] + b"\xff\xd9"
+    np.testing.assert_array_equal(decode(patched).rgb, _pillow_rgb(patched))
 
 
 def test_alpha_is_composited_over_white() -> None:
