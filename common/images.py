@@ -90,8 +90,8 @@ def decode(
             flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
             pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
             if pixels is not None and pixels.shape[:2] == (height, width):
-                rgb = np.asarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB), dtype=np.uint8)
-                return DecodedImage(rgb, str(image.format), 1)
+                array = np.asarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB), dtype=np.uint8)
+                return DecodedImage(array, str(image.format), 1)
         orientation = _orientation(image)
         try:
             image.load()
