@@ -12,9 +12,10 @@ ultrafast, zero latency) and sends them, with the frame times of the source, to:
 `sink-res` WxH scales the output (default: the camera's size). With `draw-track`, each tracked
 face's box, its track id and the path of its centre are drawn on the output frames.
 
-Encoding and sending run on a thread of their own behind a small queue: the camera's pipeline
-never waits for the sink. When the queue is full, or the server cannot be reached, frames are
-dropped (counted); a failed connection is opened again with backoff, from the next frame on.
+Scaling and drawing run on a thread of their own behind a small queue, and FFmpeg in a child
+process (see Sink): the camera's pipeline never waits for the sink. When the queue is full, or
+the server cannot be reached or stops answering, frames are dropped (counted); a failed
+connection is opened again with backoff, from the next frame on.
 PyAV is an optional dependency (`pip install 'facegrid[sink]'`): its wheels bundle FFmpeg with
 libx264, which is GPL.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import multiprocessing
 import queue
 import re
 import threading
@@ -31,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from multiprocessing.connection import Connection
 from typing import Any
 
 import cv2
@@ -111,7 +114,13 @@ def draw(frame: Frame, marks: Sequence[TrackMark], scale: tuple[float, float]) -
 
 
 class Sink:
-    """One camera's output stream; offer() frames from the pipeline, close() at its end."""
+    """One camera's output stream; offer() frames from the pipeline, close() at its end.
+
+    FFmpeg runs in a child process (_encode), fed frame by frame through a pipe, each frame
+    acknowledged once muxed. PyAV holds the GIL while FFmpeg connects and writes, so a server
+    that stops answering would freeze a whole worker if FFmpeg ran in it; in a child it costs
+    that child, which is killed when a frame goes unacknowledged for STALL_SECONDS.
+    """
 
     def __init__(
         self,
@@ -123,12 +132,11 @@ class Sink:
         on_error: Callable[[], None] = lambda: None,
     ) -> None:
         self.target = where
-        self._av = load_av()
+        load_av()  # refused here, in the caller, when PyAV is missing
         self._size = size
         self._on_frame, self._on_drop, self._on_error = on_frame, on_drop, on_error
         self._queue: queue.Queue[tuple[Frame, float, tuple[TrackMark, ...]] | None]
         self._queue = queue.Queue(SINK_QUEUE)
-        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sink", daemon=True)
         self.sent = 0
         self.dropped = 0
@@ -150,118 +158,173 @@ class Sink:
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued, end the stream and stop the thread."""
-        self._closing.set()
-        while True:
+        while self._thread.is_alive():
             try:
                 self._queue.put(None, timeout=0.2)
                 break
             except queue.Full:
-                if not self._thread.is_alive():
-                    break
+                continue
         self._thread.join(timeout)
 
     def _dropped(self) -> None:
         self.dropped += 1
         self._on_drop()
 
+    def _failed(self, encoder: _Encoder, what: str) -> None:
+        log.warning("sink %s: %s", self.target.url, encoder.kill(what))
+        self._on_error()
+        self._dropped()
+
     def _run(self) -> None:
-        output: _Output | None = None
+        encoder: _Encoder | None = None
         retry_at = 0.0
         backoff = FIRST_BACKOFF
+        first: float | None = None
+        last_pts = -1
         try:
             while True:
                 item = self._queue.get()
                 if item is None:
                     return
                 frame, at, marks = item
-                if output is None:
+                if encoder is None:
                     if time.monotonic() < retry_at:
                         self._dropped()
                         continue
-                    try:
-                        output = _Output(
-                            self._av, self.target, _even(self._size or frame_size(frame))
-                        )
-                    except (self._av.FFmpegError, OSError) as e:
-                        log.warning("sink %s: cannot open: %s", self.target.url, e)
-                        self._on_error()
-                        self._dropped()
-                        retry_at = time.monotonic() + backoff
-                        backoff = min(backoff * 2, MAX_BACKOFF)
-                        continue
+                    encoder = _Encoder(self.target, _even(self._size or frame_size(frame)))
+                    first, last_pts = None, -1
+                if first is None:
+                    first = at
+                # Milliseconds from the stream's first frame, always increasing.
+                pts = max(round((at - first) * 1000), last_pts + 1)
                 try:
-                    output.send(frame, at, marks)
-                except (self._av.FFmpegError, OSError) as e:
-                    log.warning("sink %s: sending failed: %s", self.target.url, e)
-                    self._on_error()
-                    self._dropped()
-                    output.abandon()
-                    output = None
+                    encoder.send(_output_frame(frame, marks, encoder.size), pts)
+                except EncoderFailed as e:
+                    self._failed(encoder, str(e))
+                    encoder = None
                     retry_at = time.monotonic() + backoff
                     backoff = min(backoff * 2, MAX_BACKOFF)
                     continue
+                last_pts = pts
                 backoff = FIRST_BACKOFF
                 self.sent += 1
                 self._on_frame()
         finally:
-            if output is not None:
-                try:
-                    output.finish()
-                except (self._av.FFmpegError, OSError) as e:
-                    log.warning("sink %s: ending the stream failed: %s", self.target.url, e)
+            if encoder is not None:
+                problem = encoder.finish()
+                if problem:
+                    log.warning("sink %s: ending the stream: %s", self.target.url, problem)
 
 
-class _Output:
-    """An open output container with one H.264 stream."""
+# Seconds a frame may go unacknowledged before the encoder process is taken for stuck.
+STALL_SECONDS = 10.0
+_END_OF_STREAM = b""
 
-    def __init__(self, av: Any, where: Target, size: tuple[int, int]) -> None:
-        self._av = av
-        self._container = av.open(where.url, mode="w", format=where.format)
+
+class EncoderFailed(RuntimeError):
+    """The encoder process could not take a frame."""
+
+
+class _Encoder:
+    """The child process that runs FFmpeg for one connection to the sink."""
+
+    def __init__(self, where: Target, size: tuple[int, int]) -> None:
+        self.size = size
+        context = multiprocessing.get_context("spawn")  # never fork a threaded worker
+        self._conn, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_encode, args=(child_end, where, size), name="sink-encoder", daemon=True
+        )
+        self._process.start()
+        child_end.close()
+
+    def send(self, frame: Frame, pts: int) -> None:
+        message = bytearray(8 + frame.nbytes)
+        message[:8] = pts.to_bytes(8, "little")
+        np.frombuffer(message, np.uint8, offset=8)[:] = frame.reshape(-1)
         try:
-            stream = self._container.add_stream(
-                "libx264", rate=25, options={"preset": "ultrafast", "tune": "zerolatency"}
-            )
-            stream.width, stream.height = size
-            stream.pix_fmt = "yuv420p"
-            stream.codec_context.time_base = TIME_BASE
-        except BaseException:
-            self._container.close()
-            raise
-        self._stream = stream
-        self._size = size
-        self._first: float | None = None
-        self._last_pts = -1
+            self._conn.send_bytes(message)
+            if not self._conn.poll(STALL_SECONDS):
+                raise EncoderFailed(f"no answer in {STALL_SECONDS:.0f} s")
+            answer = self._conn.recv_bytes()
+        except (OSError, EOFError) as e:
+            raise EncoderFailed(f"the encoder process ended ({e!r})") from None
+        if answer != b"ok":
+            raise EncoderFailed(answer.decode(errors="replace"))
 
-    def send(self, frame: Frame, at: float, marks: tuple[TrackMark, ...]) -> None:
-        width, height = self._size
-        camera_height, camera_width = frame.shape[:2]
-        if (camera_width, camera_height) != (width, height):
-            frame = np.asarray(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA))
-        elif marks:
-            frame = frame.copy()  # the pipeline may still read the camera's frame
-        if marks:
-            draw(frame, marks, (width / camera_width, height / camera_height))
-        if self._first is None:
-            self._first = at
-        # Times in milliseconds from the first frame, always increasing.
-        pts = max(round((at - self._first) * 1000), self._last_pts + 1)
-        self._last_pts = pts
-        video = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgr24")
-        video.pts = pts
-        video.time_base = TIME_BASE
-        for packet in self._stream.encode(video):
-            self._container.mux(packet)
-
-    def finish(self) -> None:
+    def finish(self) -> str:
+        """End the stream; what went wrong, if anything."""
         try:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        finally:
-            self._container.close()
+            self._conn.send_bytes(_END_OF_STREAM)
+            if self._conn.poll(STALL_SECONDS):
+                answer = self._conn.recv_bytes()
+                if answer != b"ok":
+                    return self.kill(answer.decode(errors="replace"))
+        except (OSError, EOFError):
+            pass
+        self._process.join(STALL_SECONDS)
+        return self.kill("") if self._process.is_alive() else ""
 
-    def abandon(self) -> None:
-        with contextlib.suppress(self._av.FFmpegError, OSError):
-            self._container.close()
+    def kill(self, why: str) -> str:
+        """Stop the process whatever it is doing; returns why, for the log."""
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)
+        self._conn.close()
+        return why or "the encoder process did not end; killed"
+
+
+def _encode(conn: Connection, where: Target, size: tuple[int, int]) -> None:
+    """The encoder process: frames (8 bytes of pts, then BGR pixels) from conn until an empty
+    message, each answered `ok` once muxed, or with what failed before the process ends."""
+    av = load_av()
+    width, height = size
+    container = None
+    try:
+        container = av.open(where.url, mode="w", format=where.format)
+        stream = container.add_stream(
+            "libx264", rate=25, options={"preset": "ultrafast", "tune": "zerolatency"}
+        )
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = TIME_BASE
+        while message := conn.recv_bytes():
+            pixels = np.frombuffer(message, np.uint8, offset=8).reshape(height, width, 3)
+            video = av.VideoFrame.from_ndarray(pixels, format="bgr24")
+            video.pts = int.from_bytes(message[:8], "little")
+            video.time_base = TIME_BASE
+            for packet in stream.encode(video):
+                container.mux(packet)
+            conn.send_bytes(b"ok")
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
+        container = None
+        conn.send_bytes(b"ok")
+    except (av.FFmpegError, OSError, ValueError) as e:
+        with contextlib.suppress(OSError):
+            conn.send_bytes(f"{type(e).__name__}: {e}".encode())
+    except EOFError:
+        pass  # the worker went away
+    finally:
+        if container is not None:
+            with contextlib.suppress(av.FFmpegError, OSError):
+                container.close()
+
+
+def _output_frame(frame: Frame, marks: tuple[TrackMark, ...], size: tuple[int, int]) -> Frame:
+    """The frame at the stream's size, with the tracks drawn on it (a new array: the pipeline
+    may still read the camera's)."""
+    width, height = size
+    camera_height, camera_width = frame.shape[:2]
+    out: Frame
+    if (camera_width, camera_height) != (width, height):
+        out = np.asarray(cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA), np.uint8)
+    else:
+        out = np.array(frame, np.uint8)  # a copy
+    if marks:
+        draw(out, marks, (width / camera_width, height / camera_height))
+    return out
 
 
 def frame_size(frame: Frame) -> tuple[int, int]:

@@ -8,6 +8,7 @@ read from it. Detection runs on the session's real extractor; the API is a recor
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ import psutil
 import pytest
 from prometheus_client import CollectorRegistry
 
+from facegrid.video import sink
 from facegrid.video.core.geometry import Box
 from facegrid.video.core.options import OptionError, parse
 from facegrid.video.core.tracking import TrackMark
@@ -217,5 +219,53 @@ async def test_an_unreachable_sink_costs_no_posts(extractor_address: str) -> Non
     assert pipeline.stats.post_errors == 0
     errors = registry.get_sample_value("facegrid_video_sink_errors_total", {"camera": "door"})
     sent = registry.get_sample_value("facegrid_video_sink_frames_total", {"camera": "door"})
+    assert errors is not None and errors >= 1
+    assert sent == 0
+
+
+async def test_a_sink_that_stops_answering_costs_no_posts(
+    extractor_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that takes the connection and never answers: FFmpeg blocks (holding the GIL
+    in PyAV) in the encoder process, which is killed after STALL_SECONDS; the worker reads,
+    detects and posts all along."""
+    monkeypatch.setattr(sink, "STALL_SECONDS", 1.0)
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    accepting = threading.Thread(
+        target=lambda: held.extend(server.accept()[0] for _ in range(100)), daemon=True
+    )
+    accepting.start()
+    port = server.getsockname()[1]
+    try:
+        with recording() as api:
+            options = parse(
+                [
+                    "--api-url", api.url,
+                    "--api-token", "t",
+                    "--extractor", extractor_address,
+                    "--camid", "door",
+                    "--source", str(CLIP),
+                    "-r", "0",
+                    "--sink-url", f"127.0.0.1:{port}",
+                ]
+            )  # fmt: skip
+            registry = CollectorRegistry()
+            worker = Worker(options, registry)
+            try:
+                await asyncio.wait_for(worker.run(asyncio.Event()), 240)
+            finally:
+                worker.close()
+            assert api.requests, "no face was posted"
+    finally:
+        server.close()
+        for connection in held:
+            connection.close()
+    (pipeline,) = worker.finished.values()
+    assert pipeline.stats.frames_in == 275
+    assert pipeline.stats.post_errors == 0
+    errors = registry.get_sample_value("facegrid_video_sink_errors_total", {"camera": "door"})
+    sent = registry.get_sample_value("facegrid_video_sink_frames_total", {"camera": "door"})
+    assert held, "the sink never connected"
     assert errors is not None and errors >= 1
     assert sent == 0
