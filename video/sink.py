@@ -48,6 +48,9 @@ Frame = npt.NDArray[np.uint8]
 SINK_QUEUE = 8
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
+# Seconds a frame may go unacknowledged before the encoder process is taken for stuck.
+STALL_SECONDS = 10.0
+_END_OF_STREAM = b""
 # Milliseconds: the frame times of the source, as FLV and RTMP carry them.
 TIME_BASE = Fraction(1, 1000)
 # Colours (BGR) of the drawn tracks, picked by track id.
@@ -65,6 +68,10 @@ _FORMATS = {
 
 class SinkUnavailable(RuntimeError):
     """PyAV is not installed."""
+
+
+class EncoderFailed(RuntimeError):
+    """The encoder process could not take a frame."""
 
 
 @dataclass(frozen=True)
@@ -214,15 +221,6 @@ class Sink:
                 problem = encoder.finish()
                 if problem:
                     log.warning("sink %s: ending the stream: %s", self.target.url, problem)
-
-
-# Seconds a frame may go unacknowledged before the encoder process is taken for stuck.
-STALL_SECONDS = 10.0
-_END_OF_STREAM = b""
-
-
-class EncoderFailed(RuntimeError):
-    """The encoder process could not take a frame."""
 
 
 class _Encoder:
