@@ -24,6 +24,7 @@ import collections
 import json
 import random
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -108,9 +109,14 @@ def throughput(
         mass_enroll("--job", str(job), "prepare", "--meta-filename", f"{folder}/*")
         started = time.perf_counter()
         before = cpu_seconds(stack)
+        client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = mass_enroll(*run_args(job, api, token, gallery, parallel))
         seconds = time.perf_counter() - started
         after = cpu_seconds(stack)
+        client = resource.getrusage(resource.RUSAGE_CHILDREN)
+        after["mass-enroll (client)"] = (
+            client.ru_utime + client.ru_stime - client_before.ru_utime - client_before.ru_stime
+        )
         summary = "\n".join(done.stdout.splitlines()[-7:])
         ok = int(re.search(r"Successfully processed (\d+)", done.stdout)[1])  # type: ignore[index]
         failed = int(re.search(r"Failed to process (\d+)", done.stdout)[1])  # type: ignore[index]
