@@ -17,7 +17,9 @@ process (see Sink): the camera's pipeline never waits for the sink. When the que
 the server cannot be reached or stops answering, frames are dropped (counted); a failed
 connection is opened again with backoff, from the next frame on.
 PyAV is an optional dependency (`pip install 'facegrid[sink]'`): its wheels bundle FFmpeg with
-libx264, which is GPL.
+libx264, which is GPL. The encoder process is spawned, so a program that runs a Worker itself
+guards its entry point with `if __name__ == "__main__":`, as multiprocessing asks (the
+`facegrid-video` command and `python -m facegrid.video` do).
 """
 
 from __future__ import annotations
