@@ -35,6 +35,7 @@ from facegrid.video.core.motion import Frame, MotionDetector
 from facegrid.video.core.options import Options
 from facegrid.video.core.tracking import Detection, Post, Tracker
 from facegrid.video.metrics import CameraMetrics
+from facegrid.video.queues import put_latest
 from facegrid.video.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -142,17 +143,10 @@ class CameraPipeline:
         if self.options.disable_drops:
             self._put(self._frames, frame)
             return
-        while True:
-            try:
-                self._frames.put_nowait(frame)
-                return
-            except queue.Full:
-                try:
-                    self._frames.get_nowait()  # the oldest waiting frame gives way
-                    self.stats.dropped += 1
-                    self._metrics.drops.inc()
-                except queue.Empty:
-                    pass
+        dropped = put_latest(self._frames, frame)  # the oldest waiting frames give way
+        if dropped:
+            self.stats.dropped += dropped
+            self._metrics.drops.inc(dropped)
 
     def _put(self, q: queue.Queue[Any], item: object) -> None:
         """Put, waiting for room, unless the pipeline stops (the end marker always goes)."""

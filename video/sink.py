@@ -43,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facegrid.video.core.tracking import TrackMark
+from facegrid.video.queues import put_latest
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +154,8 @@ class Sink:
 
     def offer(self, frame: Frame, at: float, marks: Sequence[TrackMark] = ()) -> None:
         """Queue a frame (BGR, its time in seconds) for the stream; never waits."""
-        item = (frame, at, tuple(marks))
-        while True:
-            try:
-                self._queue.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    self._queue.get_nowait()  # the oldest waiting frame gives way
-                    self._dropped()
-                except queue.Empty:
-                    pass
+        for _ in range(put_latest(self._queue, (frame, at, tuple(marks)))):
+            self._dropped()  # the oldest waiting frames gave way
 
     def close(self, timeout: float = 10.0) -> None:
         """Send what is queued, end the stream and stop the thread."""

@@ -137,23 +137,19 @@ def _source_frames() -> list[np.ndarray]:
         frames.append(frame)
 
 
-async def test_the_camera_is_streamed_with_its_tracks(
-    rtmp_listener: tuple[str, Received], extractor_address: str
-) -> None:
-    address, received = rtmp_listener
+async def _run_worker(extractor: str, *sink_options: str) -> tuple[Worker, CollectorRegistry, int]:
+    """The worker on the Hamilton clip in offline mode, posting to a recording API, with these
+    options; returns it (its pipeline finished), its metrics and how many posts it made."""
     with recording() as api:
         options = parse(
             [
                 "--api-url", api.url,
                 "--api-token", "t",
-                "--extractor", extractor_address,
+                "--extractor", extractor,
                 "--camid", "door",
                 "--source", str(CLIP),
-                "--disable-drops",  # every frame is processed, so every frame is streamed
                 "-r", "0",
-                "--sink-url", address,  # the seed's host:port form
-                "--sink-res", "320x180",
-                "--draw-track",
+                *sink_options,
             ]
         )  # fmt: skip
         registry = CollectorRegistry()
@@ -162,7 +158,21 @@ async def test_the_camera_is_streamed_with_its_tracks(
             await asyncio.wait_for(worker.run(asyncio.Event()), 240)
         finally:
             worker.close()
-        assert api.requests, "no face was posted"
+        return worker, registry, len(api.requests)
+
+
+async def test_the_camera_is_streamed_with_its_tracks(
+    rtmp_listener: tuple[str, Received], extractor_address: str
+) -> None:
+    address, received = rtmp_listener
+    worker, registry, posts = await _run_worker(
+        extractor_address,
+        "--disable-drops",  # every frame is processed, so every frame is streamed
+        "--sink-url", address,  # the seed's host:port form
+        "--sink-res", "320x180",
+        "--draw-track",
+    )  # fmt: skip
+    assert posts, "no face was posted"
     (pipeline,) = worker.finished.values()
     for _ in range(100):  # the listener decodes what is still in flight
         if len(received.frames) >= pipeline.stats.frames_in:
@@ -196,25 +206,11 @@ async def test_the_camera_is_streamed_with_its_tracks(
 
 
 async def test_an_unreachable_sink_costs_no_posts(extractor_address: str) -> None:
-    with recording() as api:
-        options = parse(
-            [
-                "--api-url", api.url,
-                "--api-token", "t",
-                "--extractor", extractor_address,
-                "--camid", "door",
-                "--source", str(CLIP),
-                "-r", "0",
-                "--sink-url", f"127.0.0.1:{free_port()}",  # nothing listens there
-            ]
-        )  # fmt: skip
-        registry = CollectorRegistry()
-        worker = Worker(options, registry)
-        try:
-            await asyncio.wait_for(worker.run(asyncio.Event()), 240)
-        finally:
-            worker.close()
-        assert api.requests, "no face was posted"
+    # Nothing listens on that port.
+    worker, registry, posts = await _run_worker(
+        extractor_address, "--sink-url", f"127.0.0.1:{free_port()}"
+    )
+    assert posts, "no face was posted"
     (pipeline,) = worker.finished.values()
     assert pipeline.stats.post_errors == 0
     errors = registry.get_sample_value("facegrid_video_sink_errors_total", {"camera": "door"})
@@ -238,25 +234,10 @@ async def test_a_sink_that_stops_answering_costs_no_posts(
     accepting.start()
     port = server.getsockname()[1]
     try:
-        with recording() as api:
-            options = parse(
-                [
-                    "--api-url", api.url,
-                    "--api-token", "t",
-                    "--extractor", extractor_address,
-                    "--camid", "door",
-                    "--source", str(CLIP),
-                    "-r", "0",
-                    "--sink-url", f"127.0.0.1:{port}",
-                ]
-            )  # fmt: skip
-            registry = CollectorRegistry()
-            worker = Worker(options, registry)
-            try:
-                await asyncio.wait_for(worker.run(asyncio.Event()), 240)
-            finally:
-                worker.close()
-            assert api.requests, "no face was posted"
+        worker, registry, posts = await _run_worker(
+            extractor_address, "--sink-url", f"127.0.0.1:{port}"
+        )
+        assert posts, "no face was posted"
     finally:
         server.close()
         for connection in held:
