@@ -2,7 +2,10 @@
 
 They come from the command line and from an ini file's `[General]` section (`-c FILE`); a value
 given on the command line wins. List options (`body`, `headers`, `source-params`) take
-comma-separated `key=value` items in the ini file and repeated flags on the command line.
+comma-separated `key=value` items in the ini file and repeated flags on the command line;
+empty items (`a=1,,b=2`, as in the reference's sample file) are skipped. `head`, the
+reference's sample files' name for the request headers, is another name of `headers` (empty:
+none).
 
 Options FaceGrid adds: `extractor` (the extractor's gRPC address, for batched detection),
 `metrics-listen`, `api-url` (instead of api-host/api-port, e.g. for https), and `detect-every`
@@ -103,6 +106,8 @@ _BOOLEAN = {
 }
 _LISTS = {"headers", "body", "source_params"}
 _REGIONS = {"rot", "roi"}
+# Other names of options, as the reference's sample fkvideo.ini spells them.
+_ALIASES = {"head": "headers"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -139,7 +144,7 @@ def parser() -> argparse.ArgumentParser:
     option("--camera-url", help="/v0/camera or /v1/camera")
     option("--img-arg", help="the request field of the photo (photo)")
     option("--req-timeout", help="seconds to wait for the API (3)")
-    option("--headers", kind="list", help="extra header, key=value")
+    option("--headers", "--head", kind="list", help="extra header, key=value")
     option("--body", kind="list", help="extra body field, key=value")
     option("--bbox-scale", help="scale of the posted bbox (1)")
     option("--post-uniq", kind="flag", help="limit posts of one person")
@@ -183,7 +188,7 @@ def parse(argv: list[str], env: Mapping[str, str] | None = None) -> Options:
     for key, raw in (env or {}).items():
         if key.startswith(ENV_PREFIX):
             name = key.removeprefix(ENV_PREFIX).lower()
-            values[name] = (raw, key)
+            values[_ALIASES.get(name, name)] = (raw, key)
     config = given.pop("config", None)
     if config is not None:
         for key, value in read_ini(Path(str(config))).items():
@@ -205,7 +210,13 @@ def read_ini(path: Path) -> dict[str, object]:
     values: dict[str, object] = {}
     for key, raw in ini.items("General"):
         name = key.replace("-", "_")
-        values[name] = _split_list([raw]) if name in _LISTS else raw
+        name = _ALIASES.get(name, name)
+        if name in _LISTS:
+            # `head` and `headers` both given: the headers of both are sent.
+            earlier = values.get(name, ())
+            values[name] = (*(earlier if isinstance(earlier, tuple) else ()), *_split_list([raw]))
+        else:
+            values[name] = raw
     return values
 
 
