@@ -2,11 +2,13 @@
 
 Accepts the JSON body alone or multipart/form-data with the JSON in a part named `request` and
 photos in other parts (`"image": "multipart:NAME"`); `"image"` may also be an http(s) URL,
-fetched directly (no redirects, 10 MB limit) when fetching is enabled. Each request says which
-`detector` to use (`nnd` or `legacy`: detect faces; `prenormalized`: the image is an aligned
-face chip), an optional `roi`, `need_facen` / `need_gender` / `need_age` / `need_emotions` /
-`need_normalized` and `auto_rotate`. The reply is `{"responses": [...]}`, one per request, each
-with `faces` or an `error` of `code` and `desc`; one bad request never fails its neighbours.
+fetched directly (no redirects, at most the fetch_size_limit setting, 10 MB by default) when
+fetching is enabled. Each request says which `detector` to use (`nnd` or `legacy`: detect
+faces; `prenormalized`: the image is an aligned face chip), an optional `roi`, `need_facen` /
+`need_gender` / `need_age` / `need_emotions` / `need_normalized` and `auto_rotate`; faces
+larger than the max_face_size setting are left out (requests cannot set their own). The
+reply is `{"responses": [...]}`, one per request, each with `faces` or an `error` of `code` and
+`desc`; one bad request never fails its neighbours.
 """
 
 from __future__ import annotations

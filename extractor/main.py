@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from dataclasses import replace
 
 import grpc
 import onnxruntime
@@ -83,7 +84,9 @@ def build(
             spin=settings.spin,
         )
         engine.warm_up()
-        extraction = Extraction(engine, settings.max_batch, settings.min_face_size)
+        extraction = Extraction(
+            engine, settings.max_batch, settings.min_face_size, settings.max_face_size
+        )
         log.info("models %s %s loaded on %s", bundle.version, settings.model_dir, names[0])
     extractor = Extractor(bundle, names or ["none"], unavailable)
     licence = licence_client(settings)
@@ -128,19 +131,22 @@ def licence_client(settings: ExtractorSettings) -> LicenceClient:
     )
 
 
+def http_options(settings: ExtractorSettings, licence: LicenceClient | None = None) -> HttpOptions:
+    """The Extraction API's options from the settings (no licence: the unlicensed default)."""
+    policy = FetchPolicy(
+        max_bytes=settings.fetch_size_limit, allow=parse_networks(settings.fetch_allow)
+    )
+    options = HttpOptions(settings.quality_estimator, settings.fetch_enabled, policy)
+    return options if licence is None else replace(options, licence=licence)
+
+
 def _http_server(
     settings: ExtractorSettings, extraction: Extraction | None, licence: LicenceClient
 ) -> tuple[list[Hook], list[Hook]]:
     """Start and stop hooks for the Extraction API over HTTP, if it is enabled."""
     if not settings.http_listen:
         return [], []
-    options = HttpOptions(
-        settings.quality_estimator,
-        settings.fetch_enabled,
-        FetchPolicy(allow=parse_networks(settings.fetch_allow)),
-        licence,
-    )
-    app = http_api.create_app(lambda: extraction, options)
+    app = http_api.create_app(lambda: extraction, http_options(settings, licence))
     start, stop = httpserver.embedded(app, settings.http_listen, "Extraction API")
     return [start], [stop]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
+from facegrid.images import MAX_BYTES
 from facegrid.settings import (
     HostPort,
     LicensedSettings,
@@ -28,6 +29,14 @@ class ExtractorSettings(LicensedSettings):
     )
     fetch_enabled: bool = Field(
         True, description="Extraction API: fetch images given as http(s) URLs"
+    )
+    # The seed's `fetch: size_limit`. Photos are refused above 10 MB when decoded anyway, so it
+    # can only be lowered.
+    fetch_size_limit: int = Field(
+        MAX_BYTES,
+        ge=1,
+        le=MAX_BYTES,
+        description="Extraction API: largest image fetched by URL, in bytes (at most 10485760)",
     )
     fetch_allow: Networks = Field(
         default_factory=list,
@@ -84,3 +93,19 @@ class ExtractorSettings(LicensedSettings):
     min_face_size: int = Field(
         50, ge=8, le=4096, description="default smallest face side in pixels to detect"
     )
+    # The seed's `nnd: max_face_size` (.inf there: no limit). A detection request's own
+    # max_face_size wins; the Extraction API's requests have none, so this one applies to them.
+    max_face_size: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="default largest face side in pixels returned; 0 = no limit",
+    )
+
+    @field_validator("max_face_size")
+    @classmethod
+    def _above_min_face_size(cls, value: int, info: ValidationInfo) -> int:
+        smallest = info.data.get("min_face_size")
+        if value and smallest is not None and value < smallest:
+            raise ValueError(f"is below min_face_size ({smallest}); 0 means no limit")
+        return value

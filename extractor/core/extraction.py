@@ -159,10 +159,15 @@ def _area(box: tuple[float, float, float, float]) -> float:
 
 
 class Extraction:
-    def __init__(self, engine: Engine, max_batch: int = 64, min_face_size: int = 50) -> None:
+    def __init__(
+        self, engine: Engine, max_batch: int = 64, min_face_size: int = 50, max_face_size: int = 0
+    ) -> None:
+        """min_face_size, max_face_size: the defaults of detect's (max 0: no limit), and what
+        analyse applies."""
         self.engine = engine
         self.max_batch = max_batch
         self.min_face_size = min_face_size
+        self.max_face_size = max_face_size
 
     # -- detect ---------------------------------------------------------------------------------
 
@@ -193,11 +198,16 @@ class Extraction:
             return PhotoDetections(error=decoded)
         faces = []
         for found in self._find(decoded.rgb, roi, min_face_size, auto_rotate):
-            left, top, right, bottom = found.box
-            if max_face_size and max(right - left, bottom - top) > max_face_size:
+            if self._too_large(found.box, max_face_size):
                 continue
             faces.append(DetectedFace(found.box, found.score, found.landmarks, found.quality))
         return PhotoDetections(faces, decoded.width, decoded.height, decoded.orientation)
+
+    def _too_large(self, box: Box, max_face_size: int) -> bool:
+        """Whether the face's longer side is above max_face_size (0: the default limit)."""
+        limit = max_face_size or self.max_face_size
+        left, top, right, bottom = box
+        return bool(limit) and max(right - left, bottom - top) > limit
 
     def _find(
         self,
@@ -271,7 +281,11 @@ class Extraction:
                 )
                 found.append((i, (0, 0, decoded.width, decoded.height), 1.0, 0.0, chip, None, chip))
                 continue
-            kept = self._find(decoded.rgb, request.roi, 0, request.auto_rotate)
+            kept = [
+                f
+                for f in self._find(decoded.rgb, request.roi, 0, request.auto_rotate)
+                if not self._too_large(f.box, 0)
+            ]
             for f in kept:
                 found.append((i, f.box, f.score, f.quality, f.source, f.face, f.chip))
             if not kept:

@@ -16,10 +16,13 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from facegrid.extractor.core.engine import Engine
 from facegrid.extractor.core.extraction import Extraction
 from facegrid.extractor.http_api import HttpOptions, create_app
+from facegrid.extractor.main import http_options
+from facegrid.extractor.settings import ExtractorSettings
 from facegrid.fetch import FetchPolicy, parse_networks
 
 FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"
@@ -152,6 +155,69 @@ async def test_internal_urls_are_refused_by_default(
     error = response.json()["responses"][0]["error"]
     assert error["code"] == "IMAGE_FETCH_FAILED"
     assert "not a public address" in error["desc"]
+
+
+async def test_fetch_size_limit_setting_caps_fetched_images(
+    extraction: Extraction, photo_server: str
+) -> None:
+    assert http_options(ExtractorSettings()).fetch_policy.max_bytes == 10485760  # the seed's
+    with pytest.raises(ValidationError, match="fetch_size_limit"):
+        ExtractorSettings(fetch_size_limit=10485761)  # decoding refuses larger photos anyway
+    url = f"{photo_server}/face_recognition/examples/obama.jpg"
+
+    async def reply(limit: int) -> dict[str, object]:
+        settings = ExtractorSettings(fetch_size_limit=limit, fetch_allow=["127.0.0.0/8"])
+        app = create_app(lambda: extraction, http_options(settings))
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://extractor"
+        ) as client:
+            response = await client.post("/", json={"requests": [{"image": url}]})
+        assert response.status_code == 200
+        result: dict[str, object] = response.json()["responses"][0]
+        return result
+
+    assert (await reply(len(OBAMA)))["faces"]
+    refused = await reply(len(OBAMA) - 1)
+    assert refused["faces"] == []
+    assert refused["error"] == {
+        "code": "IMAGE_TOO_LARGE",
+        "desc": f"{url} is {len(OBAMA)} bytes; the limit is {len(OBAMA) - 1}",
+    }
+
+
+async def test_max_face_size_setting_leaves_larger_faces_out(
+    extraction: Extraction, photo_server: str
+) -> None:
+    assert ExtractorSettings().max_face_size == 0  # the seed's .inf: no limit
+    with pytest.raises(ValidationError, match="below min_face_size"):
+        ExtractorSettings(min_face_size=50, max_face_size=40)
+    url = f"{photo_server}/facenet-pytorch/data/multiface.jpg"
+
+    async def sides(limit: int) -> list[int]:
+        # As facegrid.extractor.main builds it from the settings.
+        limited = Extraction(extraction.engine, max_batch=8, min_face_size=50, max_face_size=limit)
+        app = create_app(
+            lambda: limited,
+            HttpOptions(fetch_policy=FetchPolicy(allow=parse_networks(["127.0.0.0/8"]))),
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://extractor"
+        ) as client:
+            response = await client.post("/", json={"requests": [{"image": url}]})
+        faces = response.json()["responses"][0]["faces"]
+        return sorted(
+            max(b["right"] - b["left"], b["bottom"] - b["top"]) for b in (f["bbox"] for f in faces)
+        )
+
+    everyone = await sides(0)
+    assert len(everyone) >= 5 and everyone[0] < everyone[-1]
+    limit = everyone[len(everyone) // 2]
+    assert await sides(limit) == [side for side in everyone if side <= limit]
+    # The gRPC Detect request's own max_face_size wins over the setting.
+    limited = Extraction(extraction.engine, max_batch=8, min_face_size=50, max_face_size=limit)
+    photo = (FACES / "facenet-pytorch/data/multiface.jpg").read_bytes()
+    assert len(limited.detect([photo])[0].faces) < len(everyone)
+    assert len(limited.detect([photo], max_face_size=everyone[-1])[0].faces) == len(everyone)
 
 
 async def test_auto_rotate_reads_an_upside_down_face_upright(api: httpx.AsyncClient) -> None:

@@ -164,7 +164,9 @@ class DetectRequest(_message.Message):
     min_face_size: _builtins.int
     """Smallest face side in pixels worth reporting; 0 means the extractor's default."""
     max_face_size: _builtins.int
-    """Largest face side in pixels worth reporting; 0 means no limit."""
+    """Largest face side in pixels worth reporting; 0 means the extractor's default (no limit
+    unless its max_face_size setting is given).
+    """
     auto_rotate: _builtins.bool
     """Also look for faces in the image turned by 90, 180 and 270 degrees; a face seen in several
     orientations is reported once, where its quality is best, in the image's own coordinates.
