@@ -4,6 +4,8 @@
     facegrid reindex [--gallery G] [--batch 500] [--restart] [--drop]
     facegrid reindex --check [--gallery G] [--vectors | --sample N] [--repair]
     facegrid regenerate [--redetect] [--first-id A] [--last-id B] [--every-other N --offset K]
+                        (also the seed's --min-id, --max-id, --every-other-offset, --coroutines,
+                        --regenerate facens,thumbs,normalized and --facen-size)
     facegrid migrate run|status|confirm|rollback|abort --extractor NEW [--gallery G]
 
 MongoDB and the control plane are found as the gateway finds them (FACEGRID_GATEWAY_MONGO_URI,
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
         AsyncMongoClient[dict[str, Any]], str, ExtractorClient, ControlPlane, Shards
     ]
     from facegrid.gateway.core.ports import MediaStore
+    from facegrid.gateway.reindex.regenerate import RegenerateOptions
 
 EXIT_DIFFERENCES = 1
 EXIT_USAGE = 2
@@ -149,12 +152,15 @@ def _add_regenerate(
         help="make new face vectors for stored faces with the extractor's model",
         description="Re-extract every stored face's vector with the model the extractor serves "
         "now (from the stored normalized face, or with --redetect from the original photo), "
-        "and write it to the shards and MongoDB. Faces already made by that model are skipped; "
-        "a rerun resumes. Run it with enrollments paused: meanwhile a gallery mixes models.",
+        "and write it to the shards and MongoDB. Faces already made by that model are skipped "
+        "(except with --redetect, which is for a new detector); a rerun resumes. Run it with "
+        "enrollments paused: meanwhile a gallery mixes models.",
     )
     _add_services(p, stack_lookup, extractor=True)
-    p.add_argument("--first-id", type=int, default=1, help="start at this face id (1)")
-    p.add_argument("--last-id", type=int, help="stop after this face id")
+    # The seed's flag names (--min-id, --max-id, --every-other-offset, --coroutines) are
+    # accepted too, so its scripts run unchanged.
+    p.add_argument("--first-id", "--min-id", type=int, default=1, help="start at this face id (1)")
+    p.add_argument("--last-id", "--max-id", type=int, help="stop after this face id")
     p.add_argument(
         "--every-other",
         type=int,
@@ -162,17 +168,51 @@ def _add_regenerate(
         metavar="N",
         help="take every N-th face (split the work over N machines, each with its --offset)",
     )
-    p.add_argument("--offset", type=int, default=0, help="which of the N (0..N-1)")
+    p.add_argument(
+        "--offset", "--every-other-offset", type=int, default=0, help="which of the N (0..N-1)"
+    )
     p.add_argument("--redetect", action="store_true", help="detect again on the original photo")
+    p.add_argument(
+        "--regenerate",
+        type=_regenerate_parts,
+        metavar="WHAT",
+        help="the seed's comma-separated subset of facens,thumbs,normalized: facens alone is "
+        "the default; naming thumbs or normalized means --redetect (vectors are always made)",
+    )
+    p.add_argument(
+        "--facen-size",
+        type=int,
+        metavar="N",
+        help="accepted for the seed's scripts and ignored: FaceGrid skips the faces MongoDB "
+        "records as made by the extractor's model (without --redetect), whatever their "
+        "vectors' size",
+    )
     p.add_argument("--restart", action="store_true", help="ignore the checkpoint")
     p.add_argument("--limit", type=int, help="stop after this many faces (a rerun goes on)")
-    _add_extraction_flags(p)
+    _add_extraction_flags(p, seed_names=True)
     p.set_defaults(func=_after_stack_lookup("regenerate", stack_lookup, _running(_regenerate)))
 
 
-def _add_extraction_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of the tools that make vectors with an extractor."""
-    p.add_argument("--parallel", type=int, default=4, help="faces extracted at once (4)")
+REGENERATE_PARTS = ("facens", "thumbs", "normalized")
+
+
+def _regenerate_parts(value: str) -> frozenset[str]:
+    """--regenerate's comma-separated list (empty elements ignored, as the seed's split did)."""
+    parts = frozenset(part.strip() for part in value.split(",") if part.strip())
+    unknown = sorted(parts - set(REGENERATE_PARTS))
+    if unknown or not parts:
+        what = f"unknown {', '.join(unknown)}" if unknown else "names nothing"
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: {what} (choose from {', '.join(REGENERATE_PARTS)})"
+        )
+    return parts
+
+
+def _add_extraction_flags(p: argparse.ArgumentParser, *, seed_names: bool = False) -> None:
+    """The flags of the tools that make vectors with an extractor; seed_names adds the seed's
+    --coroutines for --parallel."""
+    parallel = ("--parallel", "--coroutines") if seed_names else ("--parallel",)
+    p.add_argument(*parallel, type=int, default=4, help="faces extracted at once (4)")
     p.add_argument("--batch", type=int, default=64, help="faces per step (64)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (30)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -190,22 +230,31 @@ def _running(
     return run
 
 
+def regenerate_options(args: argparse.Namespace) -> RegenerateOptions:
+    """The options of `facegrid regenerate`'s parsed arguments; ValueError if they conflict."""
+    from facegrid.gateway.reindex.regenerate import RegenerateOptions
+
+    # The seed re-made thumbnails and normalized faces by detecting again on the photo.
+    redetect = args.redetect or bool((args.regenerate or frozenset()) & {"thumbs", "normalized"})
+    return RegenerateOptions(
+        batch=args.batch,
+        parallel=args.parallel,
+        first_id=args.first_id,
+        last_id=args.last_id,
+        every=args.every_other,
+        offset=args.offset,
+        redetect=redetect,
+        restart=args.restart,
+        limit=args.limit,
+    )
+
+
 async def _regenerate(args: argparse.Namespace) -> int:
-    from facegrid.gateway.reindex.regenerate import RegenerateOptions, Regenerator, summary
+    from facegrid.gateway.reindex.regenerate import Regenerator, summary
     from facegrid.gateway.reindex.topology import TopologyError
 
     try:
-        options = RegenerateOptions(
-            batch=args.batch,
-            parallel=args.parallel,
-            first_id=args.first_id,
-            last_id=args.last_id,
-            every=args.every_other,
-            offset=args.offset,
-            redetect=args.redetect,
-            restart=args.restart,
-            limit=args.limit,
-        )
+        options = regenerate_options(args)
     except ValueError as e:
         print(f"facegrid regenerate: {e}", file=sys.stderr)
         return EXIT_USAGE
