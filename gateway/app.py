@@ -160,6 +160,8 @@ def _api_router(backends: Backends) -> APIRouter:
         summary="Delete a gallery and all faces in it",
     )
     async def delete_gallery(gallery: str) -> Response:
+        await backends.galleries.check_deletable(gallery)
+        await backends.faces.delete_gallery_faces(gallery)
         await backends.galleries.delete(gallery)
         await backends.faces.forget_gallery(gallery)
         return Response(status_code=204)
@@ -267,8 +269,10 @@ def _register_docs(app: FastAPI) -> None:
         )
 
     app.add_api_route("/docs", versions, include_in_schema=False)
-    app.add_api_route("/docs/{version}", page, include_in_schema=False)
     app.add_api_route("/docs/{version}/openapi.json", openapi_of, include_in_schema=False)
-    for prefix in API_VERSIONS:
-        app.add_api_route(f"/{prefix}/docs", versions, include_in_schema=False)
-        app.add_api_route(f"/{prefix}/docs/{{version}}", page, include_in_schema=False)
+    # The seed's installer points at /v1/docs/v1/overview.html: the same page.
+    for prefix in ("", *(f"/{p}" for p in API_VERSIONS)):
+        if prefix:
+            app.add_api_route(f"{prefix}/docs", versions, include_in_schema=False)
+        for page_path in ("/docs/{version}", "/docs/{version}/overview.html"):
+            app.add_api_route(f"{prefix}{page_path}", page, include_in_schema=False)

@@ -9,7 +9,7 @@ import grpc
 from facegrid.gateway.core.errors import ApiError, BadParam, LicenceError, ServiceUnavailable
 from facegrid.gateway.core.faces import PhotoTooLarge
 from facegrid.gateway.core.model import Attributes, BBox
-from facegrid.gateway.core.ports import Detection, Extracted, Extraction, Wanted
+from facegrid.gateway.core.ports import Detected, Detection, Extracted, Extraction, Wanted
 from facegrid.gateway.timing import timed
 from facegrid.v1 import extractor_pb2 as pb
 from facegrid.v1 import extractor_pb2_grpc
@@ -59,7 +59,7 @@ class ExtractorClient:
                 return f"{entry.name}@{response.bundle_version}"
         raise ServiceUnavailable("extractor: no face vector model is installed")
 
-    async def detect(self, photo: bytes, roi: BBox | None = None) -> list[Detection]:
+    async def detect(self, photo: bytes, roi: BBox | None = None) -> Detected:
         request = pb.DetectRequest(images=[pb.Image(data=photo)])
         if roi is not None:
             request.roi.CopyFrom(_wire_box(roi))
@@ -68,7 +68,7 @@ class ExtractorClient:
         (result,) = response.results
         if result.error.code:
             raise _item_error(result.error, "photo")
-        return [
+        faces = [
             Detection(
                 _box(f.bbox),
                 f.score,
@@ -77,6 +77,7 @@ class ExtractorClient:
             )
             for f in result.faces
         ]
+        return Detected(faces, result.orientation or 1)
 
     async def extract(self, photo: bytes, faces: Sequence[Detection], wanted: Wanted) -> Extracted:
         image = pb.Image(data=photo)

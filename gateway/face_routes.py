@@ -60,7 +60,10 @@ IDENTIFY = {
     **BOX_CORNERS,
     "threshold": doc.THRESHOLD,
     "n": doc.integer("Matches per face (default 1)"),
-    "strict": doc.flag("Fail instead of answering from only some of the shards"),
+    "strict": doc.flag(
+        "Fail instead of answering from only some of the shards (default: the gateway's "
+        "tntapi_ignore_search_errors setting, which answers from the live ones)"
+    ),
     "mf_selector": doc.MF_SELECTOR,
 }
 ADD_FACE = {
@@ -142,8 +145,8 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
     async def detect(request: Request) -> dict[str, Any]:
         params = await read_params(request)
         photo = await photo_param(params, "photo", fetcher)
-        found = await faces.analyse(photo, wanted(params, version_of(request)))
-        return {"faces": [_detected(f) for f in found]}
+        found, orientation = await faces.analyse(photo, wanted(params, version_of(request)))
+        return {"faces": [_detected(f) for f in found], "orientation": orientation}
 
     @route(
         "/verify",
@@ -190,7 +193,7 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
             gallery=gallery,
             threshold=parse_threshold(params.get("threshold")),
             n=parse_n(params.get("n")),
-            strict=parse_bool(params.get("strict"), "strict"),
+            strict=_optional_bool(params.get("strict"), "strict"),
             mf_selector=parse_mf_selector(params.get("mf_selector")),
         )
         results = {
@@ -295,7 +298,12 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
         limit = parse_int(params.get("limit"), "limit", default=PAGE_SIZE, low=1, high=1000)
         max_id = parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID)
         page = await faces.page(gallery, max_id, limit)
-        body: dict[str, Any] = {"results": [face_body(f, request) for f in page]}
+        # Both links are always there, null at either end, as in the seed's examples.
+        body: dict[str, Any] = {
+            "next_page": None,
+            "prev_page": None,
+            "results": [face_body(f, request) for f in page],
+        }
         path = request.url.path
         if len(page) == limit:
             body["next_page"] = f"{path}?max_id={page[-1].id}&limit={limit}"
@@ -323,15 +331,18 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
     async def list_gallery_faces(request: Request, gallery: str) -> dict[str, Any]:
         return await listing(request, gallery)
 
-    @route("/face/meta/{meta}", "GET", summary="The faces with this meta")
+    @route("/face/meta/{meta:path}", "GET", summary="The faces with this meta")
     async def faces_by_meta(request: Request, meta: str) -> dict[str, Any]:
-        return {"results": [face_body(f, request) for f in await faces.by_meta(meta)]}
+        found = await faces.by_meta(_meta_in_path(request, meta))
+        return {"results": [face_body(f, request) for f in found]}
 
     @route(
-        "/face/gallery/{gallery}/meta/{meta}", "GET", summary="Faces with this meta in a gallery"
+        "/face/gallery/{gallery}/meta/{meta:path}",
+        "GET",
+        summary="Faces with this meta in a gallery",
     )
     async def gallery_faces_by_meta(request: Request, gallery: str, meta: str) -> dict[str, Any]:
-        found = await faces.by_meta(meta, gallery)
+        found = await faces.by_meta(_meta_in_path(request, meta), gallery)
         return {"results": [face_body(f, request) for f in found]}
 
     async def meta_listing(request: Request, gallery: str | None) -> dict[str, Any]:
@@ -476,6 +487,21 @@ def _detected(face: Detection | Extraction) -> dict[str, Any]:
     if isinstance(face, Extraction) and face.attributes is not None:
         body.update(face.attributes.as_dict())
     return body
+
+
+def _optional_bool(value: Any, param: str) -> bool | None:
+    """A true/false parameter, or None when the request leaves it out."""
+    return None if value is None or value == "" else parse_bool(value, param)
+
+
+def _meta_in_path(request: Request, meta: str) -> str:
+    """The meta of /face/meta/<meta>, which may hold slashes (mass-enroll's --meta-filename
+    makes file paths metas): the server has decoded %2F already, so the route takes the rest of
+    the path, and a final slash is the route's optional one only where it came unencoded."""
+    raw_path = bytes(request.scope.get("raw_path") or b"").split(b"?", 1)[0]
+    if meta.endswith("/") and raw_path.endswith(b"/"):
+        return meta[:-1]
+    return meta
 
 
 def _face_id(raw: str, param: str = "id") -> int:

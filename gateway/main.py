@@ -138,6 +138,7 @@ async def serve(settings: GatewaySettings) -> None:
             public_url=settings.public_url,
             quota=face_quota,
             models=models,
+            strict_search=not settings.tntapi_ignore_search_errors,
         ),
         cameras=cameras,
         camera_quota=LicensedCount(licence, "cameras", camera_count),

@@ -69,6 +69,13 @@ class GatewaySettings(ServiceSettings):
             "loopback, private and link-local addresses are refused otherwise"
         ),
     )
+    # The seed's facenapi setting: the `strict` parameter of /identify overrides it. Its
+    # /identify reference documents `strict` as false by default, and so is FaceGrid's default.
+    tntapi_ignore_search_errors: bool = Field(
+        True,
+        description="identify answers from the live shards when some are out of service (and "
+        "says how many in X-Live-Servers); false: it fails unless the request says strict=false",
+    )
     person_identify: bool = Field(
         False, description="dynamic person creation: give faces posted with a cam_id a person"
     )

@@ -34,6 +34,7 @@ from facegrid.gateway.core.persons import (
     is_friend,
 )
 from facegrid.gateway.core.ports import (
+    Detected,
     Detection,
     Extracted,
     Extraction,
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MAX_PHOTO_BYTES = 10 * 1024 * 1024
 PAGE_SIZE = 100
+GALLERY_DELETE_BATCH = 500
 
 _MAGIC = (
     (b"\xff\xd8\xff", "jpg", "image/jpeg"),
@@ -171,11 +173,14 @@ class Faces:
         public_url: str = "",
         quota: Quota | None = None,
         models: Models | None = None,
+        strict_search: bool = False,
     ) -> None:
         """bus: where history events are published (None: not published); public_url: the
         gateway's address as clients see it, for absolute media URLs in published events;
         quota: the licence's faces limit (None: unlimited); models: the extractors of other
-        models and the galleries' index plans (None: one model, every gallery its own index)."""
+        models and the galleries' index plans (None: one model, every gallery its own index);
+        strict_search: whether an identify that does not say `strict` fails when a shard is
+        out of service (else it answers from the live ones)."""
         self._extractor = extractor
         self._models = models or Models(extractor)
         self._index = index
@@ -187,19 +192,22 @@ class Faces:
         self._bus = bus
         self._public_url = public_url.rstrip("/")
         self._quota = quota or Unlimited()
+        self.strict_search = strict_search
 
     # -- finding faces on photos ----------------------------------------------------------------
 
-    async def detect(self, photo: Photo, bboxes: list[BBox] | None = None) -> list[Detection]:
+    async def detect(self, photo: Photo, bboxes: list[BBox] | None = None) -> Detected:
         """Faces on the photo, or inside each given box (the box itself when none is found)."""
         photo_format(photo)
         if not bboxes:
             return await self._extractor.detect(photo.data)
         found: list[Detection] = []
+        orientation = 1
         for box in bboxes:
             inside = await self._extractor.detect(photo.data, roi=box)
-            found.extend(inside or [Detection(box, 1.0, 0.0)])
-        return found
+            found.extend(inside.faces or [Detection(box, 1.0, 0.0)])
+            orientation = inside.orientation
+        return Detected(found, orientation)
 
     async def _faces_on(
         self,
@@ -219,17 +227,21 @@ class Faces:
             photo_format(photo)
             return await (extractor or self._extractor).extract_biggest(photo.data, wanted)
         else:
-            chosen = select(await self.detect(photo, bboxes), mf_selector)
+            chosen = select((await self.detect(photo, bboxes)).faces, mf_selector)
         if not chosen:
             return Extracted("", [])
         return await (extractor or self._extractor).extract(photo.data, chosen, wanted)
 
-    async def analyse(self, photo: Photo, wanted: Wanted) -> list[Extraction] | list[Detection]:
-        """/detect: boxes, with gender, age and emotions when asked (v1)."""
-        detections = await self.detect(photo)
-        if not detections or not wanted.attributes:
-            return detections
-        return (await self._extractor.extract(photo.data, detections, wanted)).faces
+    async def analyse(
+        self, photo: Photo, wanted: Wanted
+    ) -> tuple[list[Extraction] | list[Detection], int]:
+        """/detect: boxes, with gender, age and emotions when asked (v1), and the photo's EXIF
+        orientation."""
+        detected = await self.detect(photo)
+        if not detected.faces or not wanted.attributes:
+            return detected.faces, detected.orientation
+        extracted = await self._extractor.extract(photo.data, detected.faces, wanted)
+        return extracted.faces, detected.orientation
 
     # -- verify and identify --------------------------------------------------------------------
 
@@ -261,9 +273,12 @@ class Faces:
         gallery: str = DEFAULT_GALLERY,
         threshold: float,
         n: int,
-        strict: bool,
+        strict: bool | None,
         mf_selector: str,
     ) -> Identified:
+        """strict: None for the configured default (strict_search)."""
+        if strict is None:
+            strict = self.strict_search
         # The query vectors are of the model the gallery's active index holds.
         active = (await self._models.plan(gallery)).active
         extractor = await self._models.require(active.model, gallery)
@@ -321,7 +336,7 @@ class Faces:
         when = timestamp or dt.datetime.now(dt.UTC)
         persons: list[int | None] = [None] * len(ids)
         hidden: tuple[str, ...] = ()
-        if cam_id is not None and self.policy.identify:
+        if self.policy.identify:
             hidden = (self.policy.gallery_for(cam_id),)
             await self._galleries.ensure_internal(hidden[0])
         plans = [await self._models.plan(g) for g in (*galleries, *hidden)]
@@ -353,6 +368,8 @@ class Faces:
                 model=extracted.model,
                 person_id=person_id,
                 hidden_galleries=hidden,
+                # Without a camera there is no history to judge by: never a friend yet.
+                friend=False if self.policy.identify and cam_id is None else None,
                 extra={
                     "stored_photo": stored_photo,
                     "quality": face.quality,
@@ -557,9 +574,27 @@ class Faces:
     async def metas(self, gallery: str | None = None) -> list[MetaSummary]:
         return await self._store.metas(gallery)
 
+    async def delete_gallery_faces(self, gallery: str) -> int:
+        """Before a gallery is deleted: the seed's DELETE /galleries/<g> deletes "the gallery
+        and all faces in it", so its faces go from every gallery they are in. In batches, each
+        face's vectors before its record: a delete cut short leaves whole faces, and the
+        repeated request finishes it. Returns how many faces went."""
+        ids = await self._store.ids_in_gallery(gallery)
+        indexes: dict[tuple[str, ...], list[str]] = {}
+        for start in range(0, len(ids), GALLERY_DELETE_BATCH):
+            batch = ids[start : start + GALLERY_DELETE_BATCH]
+            for face_id, face in (await self._store.get_many(batch)).items():
+                # The gallery's own index goes whole with the gallery.
+                others = tuple(g for g in face.index_galleries if g != gallery)
+                if others not in indexes:
+                    indexes[others] = await self._indexes_of(others)
+                await self._index.delete(face_id, indexes[others])
+            await self._store.remove(batch)
+        return len(ids)
+
     async def forget_gallery(self, gallery: str) -> None:
-        """After a gallery is deleted: its name leaves every face's list, and the indexes a
-        migration made for it go too."""
+        """After a gallery is deleted: its name leaves every face's list (faces added while it
+        was being deleted), and the indexes a migration made for it go too."""
         for index in await self._models.forget(gallery):
             await self._galleries.delete_internal(index)
         await self._store.drop_gallery(gallery)

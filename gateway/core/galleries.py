@@ -6,10 +6,11 @@ import contextlib
 import re
 from typing import Protocol
 
-from facegrid.gateway.core.errors import AlreadyExists, BadParam, NotFound
+from facegrid.gateway.core.errors import AlreadyExists, BadParam, Forbidden, NotFound
 from facegrid.gateway.core.persons import INTERNAL_PREFIX, is_internal
 
 _GALLERY_NAME = re.compile(r"[a-zA-Z0-9_-]{1,48}")
+DEFAULT_GALLERY = "default"
 
 
 class GalleryDirectory(Protocol):
@@ -59,6 +60,15 @@ class Galleries:
 
     async def create(self, name: str) -> None:
         await self._directory.create_gallery(check_gallery_name(name))
+
+    async def check_deletable(self, name: str) -> None:
+        """Refuse a delete before anything is touched: the control plane refuses it too, but
+        only after the gallery's faces would be gone."""
+        check_gallery_name(name)
+        if name == DEFAULT_GALLERY:
+            raise Forbidden("the default gallery cannot be deleted", param="gallery", value=name)
+        if name not in await self._directory.list_galleries():
+            raise NotFound(f"gallery {name!r} does not exist", param="gallery", value=name)
 
     async def delete(self, name: str) -> None:
         await self._directory.delete_gallery(check_gallery_name(name))

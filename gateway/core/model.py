@@ -206,7 +206,7 @@ EMOTION_SHOWN = 0.1
 
 @dataclass(frozen=True)
 class Attributes:
-    """Gender, age and emotions (API v1), as far as they were asked for."""
+    """Gender, age and emotions (asked for through API v1), as far as they were asked for."""
 
     gender: str | None = None
     gender_confidence: float = 0.0
@@ -277,7 +277,9 @@ class Face:
             body["cam_id"] = self.cam_id
         if self.friend is not None:
             body["friend"] = self.friend
-        if version != "v0" and self.attributes is not None:
+        # v0 cannot ask for gender, age and emotions, but shows those a face was stored with
+        # (the seed's v0 /identify and /faces examples list them).
+        if self.attributes is not None:
             body.update(self.attributes.as_dict())
         return body
 

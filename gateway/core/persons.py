@@ -23,6 +23,8 @@ from facegrid.gateway.core.model import BBox
 # Client gallery names may not start with this; the gateway's own galleries do.
 INTERNAL_PREFIX = "fg--"
 GLOBAL_PERSONS = f"{INTERNAL_PREFIX}persons"
+# Where faces posted without a cam_id find their persons: they form a camera of their own.
+NO_CAMERA_PERSONS = f"{INTERNAL_PREFIX}photos"
 _CAM_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
@@ -48,8 +50,10 @@ class PersonPolicy:
     friend_count: int = 5
     friend_interval: dt.timedelta = dt.timedelta(days=7)
 
-    def gallery_for(self, cam_id: str) -> str:
-        return GLOBAL_PERSONS if self.identify_global else f"{INTERNAL_PREFIX}cam-{cam_id}"
+    def gallery_for(self, cam_id: str | None) -> str:
+        if self.identify_global:
+            return GLOBAL_PERSONS
+        return NO_CAMERA_PERSONS if cam_id is None else f"{INTERNAL_PREFIX}cam-{cam_id}"
 
     @property
     def max_distance(self) -> float:

@@ -20,6 +20,13 @@ class Detection:
 
 
 @dataclass(frozen=True)
+class Detected:
+    faces: list[Detection]
+    # The photo's EXIF orientation (1..8); boxes refer to the photo turned upright.
+    orientation: int = 1
+
+
+@dataclass(frozen=True)
 class Wanted:
     gender: bool = False
     age: bool = False
@@ -52,7 +59,7 @@ class Extractor(Protocol):
         """The model its vectors come from, as Extracted.model names it."""
         ...
 
-    async def detect(self, photo: bytes, roi: BBox | None = None) -> list[Detection]: ...
+    async def detect(self, photo: bytes, roi: BBox | None = None) -> Detected: ...
 
     async def extract(
         self, photo: bytes, faces: Sequence[Detection], wanted: Wanted

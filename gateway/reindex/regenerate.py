@@ -5,7 +5,9 @@ vector from the stored normalized face (or, with `redetect`, detects again on th
 original photo, takes the face that overlaps the stored box most, and replaces the normalized
 face and box too), writes the vector to the face's shards, then to MongoDB with the model's
 name. Faces MongoDB already records with the extractor's model are skipped, so a rerun resumes;
-a checkpoint (last id done, per `every`/`offset` split) makes it skip even the reading.
+a checkpoint (last id done, per `every`/`offset` split) makes it skip even the reading. With
+`redetect` (a new detector, the seed's `--regenerate normalized,thumbs`) no face is skipped for
+its model, and only the checkpoint resumes an interrupted run.
 
 Shards are written before MongoDB: a crash in between leaves MongoDB naming the old model, so
 the face is done again, never left with a vector of one model recorded as the other's. While it
@@ -156,7 +158,10 @@ class Regenerator:
                 if isinstance(first, tuple):
                     report.model = first[1]
                     break
-        todo = [d for d in docs if d.get("model") != report.model]
+        if self._options.redetect:
+            todo = docs
+        else:
+            todo = [d for d in docs if d.get("model") != report.model]
         report.skipped += len(docs) - len(todo)
         if not todo:
             return
@@ -207,7 +212,7 @@ class Regenerator:
                 return "no stored original photo"
             box = doc["bbox"]
             stored = BBox(box["x1"], box["y1"], box["x2"], box["y2"])
-            detections = await self._extractor.detect(photo)
+            detections = (await self._extractor.detect(photo)).faces
             best = max(detections, key=lambda d: iou(d.bbox, stored), default=None)
             if best is None or iou(best.bbox, stored) < MIN_IOU:
                 return "the face is not found again on its photo"

@@ -13,6 +13,9 @@ async def test_docs_list_versions_and_serve_each_offline(api: httpx.AsyncClient)
 
     page = await api.get("/v1/docs/v1", headers=anonymous)
     assert page.status_code == 200
+    # Where the seed's installer sends its users.
+    overview = await api.get("/v1/docs/v1/overview.html", headers=anonymous)
+    assert overview.status_code == 200 and overview.text == page.text
     assert "/docs-assets/swagger-ui-bundle.js" in page.text
     assert "cdn" not in page.text.lower()
     script = await api.get("/docs-assets/swagger-ui-bundle.js", headers=anonymous)

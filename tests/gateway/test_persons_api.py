@@ -99,3 +99,27 @@ async def test_without_person_identification_events_are_still_recorded(
     assert bad.status_code == 400 and bad.json()["param"] == "cam_id"
     bad_time = await api.post("/v0/history/search", json={"start": "yesterday"})
     assert bad_time.status_code == 400 and bad_time.json()["param"] == "start"
+
+
+async def test_faces_posted_without_a_camera_get_persons_of_their_own(
+    api: httpx.AsyncClient, backends: Backends
+) -> None:
+    # The seed's /face POST example: no cam_id, and the face comes back with a person_id.
+    backends.faces.policy = PersonPolicy(identify=True)
+    first = (await api.post("/v0/face", files={"photo": ("p.jpg", OBAMA)})).json()["results"][0]
+    again = (await api.post("/v0/face", files={"photo": ("p.jpg", OBAMA2)})).json()["results"][0]
+    other = (await api.post("/v0/face", files={"photo": ("p.jpg", BIDEN)})).json()["results"][0]
+    camera = await _post(api, OBAMA2, CAM1)
+    assert first["person_id"] == again["person_id"] != other["person_id"]
+    assert first["friend"] is False and "cam_id" not in first
+    # Per camera, photos without one are a camera of their own.
+    assert camera["person_id"] not in (first["person_id"], other["person_id"])
+    stored = (await api.get(f"/v0/face/id/{again['id']}")).json()
+    assert (stored["person_id"], stored["friend"]) == (first["person_id"], False)
+    # Only camera faces make history.
+    history = (await api.get(f"/v0/person/history/id/{first['person_id']}")).json()["results"]
+    assert history == []
+
+    backends.faces.policy = PersonPolicy(identify=False)
+    off = (await api.post("/v0/face", files={"photo": ("p.jpg", OBAMA)})).json()["results"][0]
+    assert "person_id" not in off and "friend" not in off
