@@ -346,19 +346,42 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
         return {"results": [face_body(f, request) for f in found]}
 
     async def meta_listing(request: Request, gallery: str | None) -> dict[str, Any]:
-        summaries = await faces.metas(gallery)
-        return {
+        """Paged as /faces is: a meta's place is the id of its first face, newest first."""
+        params = Params(values=dict(request.query_params))
+        limit = parse_int(params.get("limit"), "limit", default=PAGE_SIZE, low=1, high=1000)
+        max_id = parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID)
+        page = await faces.metas(gallery, max_id, limit)
+        body: dict[str, Any] = {
+            "next_page": None,
+            "prev_page": None,
             "results": [
-                {"meta": s.meta, "count": s.count, "face": face_body(s.face, request)}
-                for s in summaries
-            ]
+                {"meta": s.meta, "count": s.count, "face": face_body(s.face, request)} for s in page
+            ],
         }
+        path = request.url.path
+        if len(page) == limit:
+            body["next_page"] = f"{path}?max_id={page[-1].face.id}&limit={limit}"
+        if page:
+            previous = await faces.previous_meta_max_id(gallery, page[0].face.id, limit)
+            if previous is not None:
+                body["prev_page"] = f"{path}?max_id={previous}&limit={limit}"
+        return body
 
-    @route("/meta", "GET", summary="Every meta string, with a count and one face")
+    @route(
+        "/meta",
+        "GET",
+        summary="Every meta string, with a count and its first face, paged by max_id",
+        openapi_extra=doc.query(PAGE),
+    )
     async def list_meta(request: Request) -> dict[str, Any]:
         return await meta_listing(request, None)
 
-    @route("/meta/gallery/{gallery}", "GET", summary="Meta strings of one gallery")
+    @route(
+        "/meta/gallery/{gallery}",
+        "GET",
+        summary="Meta strings of one gallery",
+        openapi_extra=doc.query(PAGE),
+    )
     async def list_gallery_meta(request: Request, gallery: str) -> dict[str, Any]:
         return await meta_listing(request, gallery)
 

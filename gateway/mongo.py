@@ -320,15 +320,8 @@ class MongoFaceStore:
         cursor = self._faces.find(query, _NO_VECTORS).sort("_id", ASCENDING)
         return [_face(d) for d in await _docs(cursor)]
 
-    async def metas(self, gallery: str | None) -> list[MetaSummary]:
-        match: Doc = {"state": ACTIVE, "meta": {"$ne": ""}}
-        if gallery is not None:
-            match["galleries"] = gallery
-        pipeline = [
-            {"$match": match},
-            {"$group": {"_id": "$meta", "count": {"$sum": 1}, "first": {"$min": "$_id"}}},
-            {"$sort": {"_id": 1}},
-        ]
+    async def metas(self, gallery: str | None, max_id: int, limit: int) -> list[MetaSummary]:
+        pipeline = _meta_pipeline(gallery, {"$lt": max_id}, DESCENDING, limit)
         groups = await _docs(await _call(self._faces.aggregate(pipeline)))
         faces = await self.get_many([g["first"] for g in groups])
         return [
@@ -336,6 +329,10 @@ class MongoFaceStore:
             for g in groups
             if g["first"] in faces
         ]
+
+    async def meta_ids_above(self, *, gallery: str | None, min_id: int, limit: int) -> list[int]:
+        pipeline = _meta_pipeline(gallery, {"$gt": min_id}, ASCENDING, limit)
+        return [int(g["first"]) for g in await _docs(await _call(self._faces.aggregate(pipeline)))]
 
     async def by_person(self, person_id: int) -> list[Face]:
         query = {"state": ACTIVE, "person_id": person_id}
@@ -353,6 +350,21 @@ class MongoFaceStore:
         await _call(
             self._faces.update_many({"galleries": gallery}, {"$pull": {"galleries": gallery}})
         )
+
+
+def _meta_pipeline(gallery: str | None, first: Doc, order: int, limit: int) -> list[Doc]:
+    """Each meta's face count and first face id, for the limit metas whose first id matches
+    `first`, in that id's `order`."""
+    match: Doc = {"state": ACTIVE, "meta": {"$ne": ""}}
+    if gallery is not None:
+        match["galleries"] = gallery
+    return [
+        {"$match": match},
+        {"$group": {"_id": "$meta", "count": {"$sum": 1}, "first": {"$min": "$_id"}}},
+        {"$match": {"first": first}},
+        {"$sort": {"first": order}},
+        {"$limit": limit},
+    ]
 
 
 def _event(doc: Doc) -> Event:

@@ -571,8 +571,18 @@ class Faces:
     async def by_meta(self, meta: str, gallery: str | None = None) -> list[Face]:
         return await self._store.by_meta(meta, gallery)
 
-    async def metas(self, gallery: str | None = None) -> list[MetaSummary]:
-        return await self._store.metas(gallery)
+    async def metas(
+        self, gallery: str | None, max_id: int, limit: int = PAGE_SIZE
+    ) -> list[MetaSummary]:
+        """A page of metas, newest first: the metas whose first face is below max_id."""
+        return await self._store.metas(gallery, max_id, limit)
+
+    async def previous_meta_max_id(
+        self, gallery: str | None, first_id: int, limit: int
+    ) -> int | None:
+        """The max_id of the metas page before the one starting at first_id; None at the top."""
+        newer = await self._store.meta_ids_above(gallery=gallery, min_id=first_id, limit=limit)
+        return newer[-1] + 1 if newer else None
 
     async def delete_gallery_faces(self, gallery: str) -> int:
         """Before a gallery is deleted: the seed's DELETE /galleries/<g> deletes "the gallery

@@ -311,11 +311,34 @@ async def test_faces_are_paged_newest_first(api: httpx.AsyncClient) -> None:
 
     by_meta = (await api.get("/v0/face/meta/m0")).json()["results"]
     assert [f["id"] for f in by_meta] == [ids[0], ids[2], ids[4]]
-    metas = (await api.get("/v0/meta")).json()["results"]
-    assert [(m["meta"], m["count"], m["face"]["id"]) for m in metas] == [
-        ("m0", 3, ids[0]),
+    metas = (await api.get("/v0/meta")).json()
+    # Each meta with its count and first face; newest first, paged like /faces.
+    assert [(m["meta"], m["count"], m["face"]["id"]) for m in metas["results"]] == [
         ("m1", 2, ids[1]),
+        ("m0", 3, ids[0]),
     ]
+    assert metas["next_page"] is None and metas["prev_page"] is None
+
+
+async def test_metas_are_paged_by_their_first_face(api: httpx.AsyncClient) -> None:
+    firsts = [(await _enroll(api, OBAMA, meta=f"person {i}"))["id"] for i in range(5)]
+    await _enroll(api, OBAMA2, meta="person 0")  # a later face of a meta keeps its place
+    await _enroll(api, BIDEN)  # no meta: not listed
+
+    first = (await api.get("/v1/meta", params={"limit": 2})).json()
+    assert [m["meta"] for m in first["results"]] == ["person 4", "person 3"]
+    assert first["prev_page"] is None
+    second = (await api.get(first["next_page"])).json()
+    assert [m["meta"] for m in second["results"]] == ["person 2", "person 1"]
+    back = (await api.get(second["prev_page"])).json()
+    assert [m["meta"] for m in back["results"]] == ["person 4", "person 3"]
+    third = (await api.get(second["next_page"])).json()
+    assert [(m["meta"], m["count"], m["face"]["id"]) for m in third["results"]] == [
+        ("person 0", 2, firsts[0])
+    ]
+    assert third["next_page"] is None
+    bad = await api.get("/v1/meta", params={"max_id": "x"})
+    assert bad.status_code == 400 and bad.json()["param"] == "max_id"
 
 
 async def test_photo_urls_are_fetched_directly(api: httpx.AsyncClient, photo_server: str) -> None:
