@@ -6,6 +6,10 @@ and no connection to a loopback, private, link-local, multicast, reserved or clo
 address. The address check happens when connecting, on the addresses the name resolves to
 then, so a name that resolves to an internal address (or is changed to one between a check and
 the connection, "DNS rebinding") is refused too. Operators can allow chosen networks.
+
+Through a proxy (the seed's `fetch_proxy`), the proxy connects and resolves: the URL's host is
+checked on the addresses it resolves to here beforehand, and the proxy, which the operator
+chose, is trusted with the rest.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class FetchPolicy:
     timeout: float = 10.0
     # Networks fetched from although not public (e.g. an intranet photo server).
     allow: Sequence[IpNetwork] = field(default_factory=tuple)
+    # An HTTP proxy every fetch goes through, e.g. "http://10.0.0.5:3128"; "" for none.
+    proxy: str = ""
 
     def permits(self, address: IpAddress) -> bool:
         if any(address in net for net in METADATA):
@@ -56,6 +62,32 @@ class FetchPolicy:
 
 def parse_networks(values: Iterable[str]) -> tuple[IpNetwork, ...]:
     return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip())
+
+
+def check_proxy(url: str) -> str:
+    """A proxy setting's value: "" or an http:// URL with a host (ValueError otherwise)."""
+    parts = urlsplit(url)
+    if url and (parts.scheme != "http" or not parts.hostname):
+        raise ValueError(f"a proxy is an http://host:port URL, not {url!r}")
+    return url
+
+
+async def _permitted(host: str, port: int, policy: FetchPolicy) -> list[IpAddress]:
+    """The addresses host resolves to, if the policy permits every one (FetchError if not)."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise FetchError(f"cannot resolve {host}: {e}") from e
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    refused = [a for a in addresses if not policy.permits(a)]
+    if refused or not addresses:
+        raise FetchError(
+            f"{host} resolves to {refused[0] if refused else 'nothing'}, which is not a "
+            "public address",
+            refused=True,
+        )
+    return addresses
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -73,19 +105,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror as e:
-            raise FetchError(f"cannot resolve {host}: {e}") from e
-        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-        refused = [a for a in addresses if not self._policy.permits(a)]
-        if refused or not addresses:
-            raise FetchError(
-                f"{host} resolves to {refused[0] if refused else 'nothing'}, which is not a "
-                "public address",
-                refused=True,
-            )
+        addresses = await _permitted(host, port, self._policy)
         return await self._inner.connect_tcp(
             str(addresses[0]), port, timeout, local_address, socket_options
         )
@@ -110,9 +130,20 @@ async def fetch(url: str, policy: FetchPolicy) -> bytes:
         raise FetchError(f"{url} did not answer within {policy.timeout} s") from None
 
 
+def _pool(policy: FetchPolicy) -> httpcore.AsyncConnectionPool:
+    if policy.proxy:
+        return httpcore.AsyncHTTPProxy(proxy_url=policy.proxy)
+    return httpcore.AsyncConnectionPool(network_backend=_GuardedBackend(policy))
+
+
 async def _fetch(url: str, policy: FetchPolicy) -> bytes:
     timeouts = {"connect": policy.timeout, "read": policy.timeout, "pool": policy.timeout}
-    async with httpcore.AsyncConnectionPool(network_backend=_GuardedBackend(policy)) as pool:
+    if policy.proxy:
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        default_port = 443 if parts.scheme == "https" else 80
+        await _permitted(parts.hostname, parts.port or default_port, policy)
+    async with _pool(policy) as pool:
         try:
             async with pool.stream(
                 "GET",
@@ -140,7 +171,12 @@ async def _fetch(url: str, policy: FetchPolicy) -> bytes:
                 return bytes(body)
         except httpcore.UnsupportedProtocol as e:
             raise FetchError(f"cannot fetch {url}: {e}", refused=True) from e
-        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError) as e:
+        except (
+            httpcore.TimeoutException,
+            httpcore.NetworkError,
+            httpcore.ProtocolError,
+            httpcore.ProxyError,
+        ) as e:
             raise FetchError(f"cannot fetch {url}: {e or type(e).__name__}") from e
 
 

@@ -21,6 +21,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from facegrid import balancing
+from facegrid.fetch import check_proxy
 
 CONFIG_ENV_VAR = "FACEGRID_CONFIG"
 EXIT_BAD_CONFIG = 2
@@ -83,6 +84,9 @@ def _check_networks(value: list[str]) -> list[str]:
 
 Networks = Annotated[CommaList, AfterValidator(_check_networks)]
 """IP networks in CIDR notation, such as `10.0.0.0/8,192.168.1.0/24`."""
+
+ProxyUrl = Annotated[str, AfterValidator(check_proxy)]
+"""An HTTP proxy as `http://host:port`, or empty for none."""
 
 
 def split_host_port(address: str) -> tuple[str, int]:

@@ -134,7 +134,9 @@ def licence_client(settings: ExtractorSettings) -> LicenceClient:
 def http_options(settings: ExtractorSettings, licence: LicenceClient | None = None) -> HttpOptions:
     """The Extraction API's options from the settings (no licence: the unlicensed default)."""
     policy = FetchPolicy(
-        max_bytes=settings.fetch_size_limit, allow=parse_networks(settings.fetch_allow)
+        max_bytes=settings.fetch_size_limit,
+        allow=parse_networks(settings.fetch_allow),
+        proxy=settings.fetch_proxy,
     )
     options = HttpOptions(settings.quality_estimator, settings.fetch_enabled, policy)
     return options if licence is None else replace(options, licence=licence)

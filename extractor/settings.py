@@ -13,6 +13,7 @@ from facegrid.settings import (
     LicensedSettings,
     Networks,
     OptionalHostPort,
+    ProxyUrl,
 )
 
 
@@ -37,6 +38,10 @@ class ExtractorSettings(LicensedSettings):
         ge=1,
         le=MAX_BYTES,
         description="Extraction API: largest image fetched by URL, in bytes (at most 10485760)",
+    )
+    fetch_proxy: ProxyUrl = Field(
+        "",
+        description="Extraction API: an HTTP proxy (http://host:port) images are fetched through",
     )
     fetch_allow: Networks = Field(
         default_factory=list,

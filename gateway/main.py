@@ -98,7 +98,11 @@ async def serve(settings: GatewaySettings) -> None:
     placements = ControlPlanePlacements(channels["controlplane"], settings.call_timeout)
     shard_channels = ChannelPool()
     index = ShardRouter(placements, shard_channels, timeout=settings.search_timeout)
-    policy = FetchPolicy(timeout=settings.fetch_timeout, allow=parse_networks(settings.fetch_allow))
+    policy = FetchPolicy(
+        timeout=settings.fetch_timeout,
+        allow=parse_networks(settings.fetch_allow),
+        proxy=settings.fetch_proxy,
+    )
     cameras = ControlPlaneCameras(channels["controlplane"], settings.call_timeout)
 
     async def usage() -> dict[str, int]:

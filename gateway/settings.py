@@ -6,7 +6,14 @@ from pathlib import Path
 
 from pydantic import Field
 
-from facegrid.settings import HostPort, HostPorts, Networks, Replicas, ServiceSettings
+from facegrid.settings import (
+    HostPort,
+    HostPorts,
+    Networks,
+    ProxyUrl,
+    Replicas,
+    ServiceSettings,
+)
 
 
 class GatewaySettings(ServiceSettings):
@@ -61,6 +68,11 @@ class GatewaySettings(ServiceSettings):
     )
     fetch_timeout: float = Field(
         10.0, gt=0, le=120, description="seconds to fetch a photo given by URL"
+    )
+    fetch_proxy: ProxyUrl = Field(
+        "",
+        description="an HTTP proxy (http://host:port) photo URLs are fetched through, as the "
+        "seed's fetch_proxy; the photo's address is still checked",
     )
     fetch_allow: Networks = Field(
         default_factory=list,

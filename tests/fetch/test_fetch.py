@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import http.server
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from facegrid.fetch import FetchError, FetchPolicy, fetch, parse_networks
+from facegrid.gateway.settings import GatewaySettings
+from tests.conftest import free_port
 
 LOCAL = FetchPolicy(timeout=2, max_bytes=1000, allow=parse_networks(["127.0.0.0/8"]))
 
@@ -122,3 +129,63 @@ async def test_errors_from_the_remote_end_are_not_policy_refusals(server: int) -
     with pytest.raises(FetchError, match="404") as failed:
         await fetch(f"http://127.0.0.1:{server}/missing", LOCAL)
     assert not failed.value.refused
+
+
+@pytest.fixture
+def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP proxy on loopback: Debian's tinyproxy (.ci/run installs it), logging every
+    request it forwards. Yields its URL and its log."""
+    binary = shutil.which("tinyproxy")
+    assert binary, "tinyproxy is not installed (apt-get install tinyproxy)"
+    port, log = free_port(), tmp_path / "tinyproxy.log"
+    config = tmp_path / "tinyproxy.conf"
+    config.write_text(
+        f"Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nTimeout 10\nMaxClients 8\n"
+        f'LogLevel Info\nLogFile "{log}"\nPidFile "{tmp_path / "pid"}"\n'
+    )
+    process = subprocess.Popen([binary, "-d", "-c", str(config)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, "tinyproxy failed"
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", log
+    process.terminate()
+    process.wait(timeout=10)
+
+
+async def test_urls_are_fetched_through_the_configured_proxy(
+    server: int, proxy: tuple[str, Path]
+) -> None:
+    url, log = proxy
+    through = FetchPolicy(timeout=5, max_bytes=1000, allow=LOCAL.allow, proxy=url)
+    assert await fetch(f"http://127.0.0.1:{server}/small", through) == b"x" * 500
+    assert f"GET http://127.0.0.1:{server}/small" in log.read_text()
+    # The policy still holds: the cap, no redirects, and the photo's own address.
+    with pytest.raises(FetchError) as too_large:
+        await fetch(f"http://127.0.0.1:{server}/big-undeclared", through)
+    assert too_large.value.too_large
+    with pytest.raises(FetchError, match="redirect"):
+        await fetch(f"http://127.0.0.1:{server}/redirect", through)
+    public_only = FetchPolicy(timeout=5, proxy=url)
+    with pytest.raises(FetchError) as refused:
+        await fetch(f"http://127.0.0.1:{server}/missing-from-the-log", public_only)
+    assert refused.value.refused
+    assert "missing-from-the-log" not in log.read_text()  # refused before the proxy saw it
+
+
+async def test_a_proxy_that_is_down_is_an_error_not_a_refusal(server: int) -> None:
+    gone = FetchPolicy(timeout=2, allow=LOCAL.allow, proxy=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(FetchError, match="cannot fetch") as failed:
+        await fetch(f"http://127.0.0.1:{server}/small", gone)
+    assert not failed.value.refused
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:3128", "socks5://127.0.0.1:1080", "http://"])
+def test_a_proxy_setting_must_be_an_http_url(value: str) -> None:
+    assert GatewaySettings(fetch_proxy="http://10.0.0.5:3128").fetch_proxy.endswith(":3128")
+    with pytest.raises(ValidationError, match="fetch_proxy"):
+        GatewaySettings(fetch_proxy=value)
