@@ -7,7 +7,7 @@ the path: /v1 adds gender, age and emotions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from fastapi import FastAPI, Request, Response
@@ -115,7 +115,10 @@ def version_of(request: Request) -> str:
 
 
 def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """Where clients reach the gateway, for the photo URLs in replies (the seed built them from
+    its ffupload_url): the public_url setting, else the address the request came to."""
+    public_url: str = getattr(request.app.state, "public_url", "")
+    return public_url or str(request.base_url).rstrip("/")
 
 
 def wanted(params: Params, version: str) -> Wanted:
@@ -294,24 +297,11 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
         return Response(status_code=204)
 
     async def listing(request: Request, gallery: str | None) -> dict[str, Any]:
-        params = Params(values=dict(request.query_params))
-        limit = parse_int(params.get("limit"), "limit", default=PAGE_SIZE, low=1, high=1000)
-        max_id = parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID)
+        max_id, limit = _page_params(request)
         page = await faces.page(gallery, max_id, limit)
-        # Both links are always there, null at either end, as in the seed's examples.
-        body: dict[str, Any] = {
-            "next_page": None,
-            "prev_page": None,
-            "results": [face_body(f, request) for f in page],
-        }
-        path = request.url.path
-        if len(page) == limit:
-            body["next_page"] = f"{path}?max_id={page[-1].id}&limit={limit}"
-        if page:
-            previous = await faces.previous_max_id(gallery, page[0].id, limit)
-            if previous is not None:
-                body["prev_page"] = f"{path}?max_id={previous}&limit={limit}"
-        return body
+        results = [face_body(f, request) for f in page]
+        ids = [f.id for f in page]
+        return await _paged(request, results, ids, limit, faces.previous_max_id, gallery)
 
     @route(
         "/faces",
@@ -347,25 +337,13 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
 
     async def meta_listing(request: Request, gallery: str | None) -> dict[str, Any]:
         """Paged as /faces is: a meta's place is the id of its first face, newest first."""
-        params = Params(values=dict(request.query_params))
-        limit = parse_int(params.get("limit"), "limit", default=PAGE_SIZE, low=1, high=1000)
-        max_id = parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID)
+        max_id, limit = _page_params(request)
         page = await faces.metas(gallery, max_id, limit)
-        body: dict[str, Any] = {
-            "next_page": None,
-            "prev_page": None,
-            "results": [
-                {"meta": s.meta, "count": s.count, "face": face_body(s.face, request)} for s in page
-            ],
-        }
-        path = request.url.path
-        if len(page) == limit:
-            body["next_page"] = f"{path}?max_id={page[-1].face.id}&limit={limit}"
-        if page:
-            previous = await faces.previous_meta_max_id(gallery, page[0].face.id, limit)
-            if previous is not None:
-                body["prev_page"] = f"{path}?max_id={previous}&limit={limit}"
-        return body
+        results = [
+            {"meta": s.meta, "count": s.count, "face": face_body(s.face, request)} for s in page
+        ]
+        ids = [s.face.id for s in page]
+        return await _paged(request, results, ids, limit, faces.previous_meta_max_id, gallery)
 
     @route(
         "/meta",
@@ -396,9 +374,7 @@ def register_persons(route: Registrar, faces: Faces) -> None:
         openapi_extra=doc.query(PAGE),
     )
     async def list_persons(request: Request) -> dict[str, Any]:
-        params = Params(values=dict(request.query_params))
-        limit = parse_int(params.get("limit"), "limit", default=PAGE_SIZE, low=1, high=1000)
-        max_id = parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID)
+        max_id, limit = _page_params(request)
         found = await faces.persons(max_id, limit)
         body: dict[str, Any] = {"results": [{"id": p.id, "meta": p.meta} for p in found]}
         if len(found) == limit:
@@ -509,6 +485,35 @@ def _detected(face: Detection | Extraction) -> dict[str, Any]:
     body: dict[str, Any] = face.bbox.as_dict()
     if isinstance(face, Extraction) and face.attributes is not None:
         body.update(face.attributes.as_dict())
+    return body
+
+
+def _page_params(request: Request) -> tuple[int, int]:
+    """(max_id, limit) of a paged listing's query."""
+    params = Params(values=dict(request.query_params))
+    limit = parse_int(params.get("limit"), "limit", default=PAGE_SIZE, low=1, high=1000)
+    max_id = parse_int(params.get("max_id"), "max_id", default=MAX_ID, low=1, high=MAX_ID)
+    return max_id, limit
+
+
+async def _paged(
+    request: Request,
+    results: list[dict[str, Any]],
+    ids: list[int],
+    limit: int,
+    previous_max_id: Callable[[str | None, int, int], Awaitable[int | None]],
+    gallery: str | None,
+) -> dict[str, Any]:
+    """A page of a listing newest first by id, with its links; both are always there, null at
+    either end, as in the seed's examples."""
+    path = request.url.path
+    body: dict[str, Any] = {"next_page": None, "prev_page": None, "results": results}
+    if len(ids) == limit:
+        body["next_page"] = f"{path}?max_id={ids[-1]}&limit={limit}"
+    if ids:
+        previous = await previous_max_id(gallery, ids[0], limit)
+        if previous is not None:
+            body["prev_page"] = f"{path}?max_id={previous}&limit={limit}"
     return body
 
 
