@@ -183,6 +183,8 @@ def create_app(backends: Backends) -> FastAPI:
     )
     _register_docs(app)
     webui.mount(app)
+    # The base of the media URLs in replies (face_routes.base_url); "": each request's own.
+    app.state.public_url = backends.faces.public_url
     metrics = RequestMetrics("gateway", backends.registry)
 
     app.add_middleware(_Observe, metrics=metrics)

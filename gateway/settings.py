@@ -89,7 +89,9 @@ class GatewaySettings(ServiceSettings):
         "says how many in X-Live-Servers); false: it fails unless the request says strict=false",
     )
     person_identify: bool = Field(
-        False, description="dynamic person creation: give faces posted with a cam_id a person"
+        False,
+        description="dynamic person creation: give each added face a person (per camera; faces "
+        "without a cam_id count as one more camera)",
     )
     person_identify_global: bool = Field(
         False, description="identify persons across all cameras instead of per camera"
@@ -106,8 +108,9 @@ class GatewaySettings(ServiceSettings):
     public_url: str = Field(
         "",
         description=(
-            "the gateway's address as clients reach it (e.g. https://faces.example.com), for "
-            "absolute photo URLs in webhook and live events; empty: paths only"
+            "the gateway's address as clients reach it (e.g. https://faces.example.com), the "
+            "base of the photo URLs in replies (the seed's ffupload_url) and in webhook and live "
+            "events; empty: replies use the address each request came to, events paths only"
         ),
     )
     webhook_attempts: int = Field(6, ge=1, le=20, description="deliveries tried per event")

@@ -190,7 +190,7 @@ class Faces:
         self._history = history
         self.policy = policy or PersonPolicy()
         self._bus = bus
-        self._public_url = public_url.rstrip("/")
+        self.public_url = public_url.rstrip("/")
         self._quota = quota or Unlimited()
         self.strict_search = strict_search
 
@@ -463,7 +463,7 @@ class Faces:
         await self._history.add_event(event)
         if self._bus is not None:
             try:
-                await self._bus.publish(event_body(event, self._public_url))
+                await self._bus.publish(event_body(event, self.public_url))
             except ApiError as e:
                 # The face and its event are stored; a live view misses this one.
                 log.warning("event %d not published: %s", event.id, e.reason)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from facegrid.gateway.app import Backends
+from facegrid.gateway.app import Backends, create_app
 from facegrid.gateway.shards import ShardRouter
 from tests.conftest import FACES
 
@@ -79,6 +79,24 @@ async def test_stored_face_media_is_served(api: httpx.AsyncClient) -> None:
     assert chip.headers["content-type"] == "image/png"
     assert chip.content.startswith(b"\x89PNG")
     assert (await api.get("/media/nothing.jpg")).status_code == 404
+
+
+async def test_photo_urls_are_built_on_the_public_url_when_it_is_set(
+    backends: Backends, token: str
+) -> None:
+    # Behind a TLS proxy the request arrives as plain http to an inner name; clients must get
+    # links they can reach (the seed's ffupload_url).
+    backends.faces.public_url = "https://faces.example.com"
+    transport = httpx.ASGITransport(app=create_app(backends))
+    headers = {"Authorization": f"Token {token}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway-0.internal", headers=headers
+    ) as inner:
+        face = await _enroll(inner, OBAMA)
+        assert face["photo"].startswith("https://faces.example.com/media/")
+        assert face["normalized"].startswith("https://faces.example.com/media/")
+        path = face["photo"].removeprefix("https://faces.example.com")
+        assert (await inner.get(path)).content == OBAMA
 
 
 async def test_verify_same_and_different_people(api: httpx.AsyncClient) -> None:
