@@ -87,3 +87,14 @@ def test_head_names_the_request_headers(tmp_path: Path) -> None:
 def test_other_unknown_keys_still_stop_start_up(tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="no such option"):
         load(tmp_path, FROM_SERVER.replace("head=", "heads="))
+
+
+def test_etc_fkvideo_ini_is_read_when_no_file_is_named(tmp_path: Path) -> None:
+    default = tmp_path / "fkvideo.ini"
+    default.write_text(ONE_CAMERA)
+    assert parse([], {}, default_config=default).camid == "local"
+    named = tmp_path / "other.ini"
+    named.write_text(FROM_SERVER)
+    chosen = parse(["-c", str(named)], {}, default_config=default)
+    assert (chosen.camid, chosen.detector_name) == ("", "detec1")
+    assert parse(["--camid", "cli"], {}, default_config=tmp_path / "absent.ini").camid == "cli"

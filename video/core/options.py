@@ -110,6 +110,10 @@ _REGIONS = {"rot", "roi"}
 _ALIASES = {"head": "headers"}
 
 
+# Read when no `-c` is given and it exists, as fkvideo_detector read it.
+DEFAULT_CONFIG = Path("/etc/fkvideo.ini")
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line, with the reference's short options."""
     p = argparse.ArgumentParser(
@@ -117,7 +121,9 @@ def parser() -> argparse.ArgumentParser:
         description="FaceGrid video worker (fkvideo_detector options).",
         argument_default=argparse.SUPPRESS,
     )
-    p.add_argument("-c", "--config", help="ini file with a [General] section")
+    p.add_argument(
+        "-c", "--config", help=f"ini file with a [General] section ({DEFAULT_CONFIG} if it exists)"
+    )
 
     def option(*names: str, kind: str = "value", help: str = "") -> None:
         if kind == "flag":  # -r, -r 1, -r 0
@@ -180,9 +186,12 @@ def parser() -> argparse.ArgumentParser:
 ENV_PREFIX = "FACEGRID_VIDEO_"
 
 
-def parse(argv: list[str], env: Mapping[str, str] | None = None) -> Options:
-    """Options from FACEGRID_VIDEO_* variables, then the `-c` ini file, then the command line
-    (each wins over the one before); OptionError names the variable, key or flag at fault."""
+def parse(
+    argv: list[str], env: Mapping[str, str] | None = None, default_config: Path = DEFAULT_CONFIG
+) -> Options:
+    """Options from FACEGRID_VIDEO_* variables, then the `-c` ini file (default_config when
+    there is none and it exists), then the command line (each wins over the one before);
+    OptionError names the variable, key or flag at fault."""
     given = vars(parser().parse_args(argv))
     values: dict[str, tuple[object, str]] = {}
     for key, raw in (env or {}).items():
@@ -190,6 +199,8 @@ def parse(argv: list[str], env: Mapping[str, str] | None = None) -> Options:
             name = key.removeprefix(ENV_PREFIX).lower()
             values[_ALIASES.get(name, name)] = (raw, key)
     config = given.pop("config", None)
+    if config is None and default_config.is_file():
+        config = default_config
     if config is not None:
         for key, value in read_ini(Path(str(config))).items():
             values[key] = (value, f"{key.replace('_', '-')} in {config}")
