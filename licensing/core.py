@@ -226,13 +226,10 @@ class LicenseServer:
         """license.json, in the reference's shape."""
         licence = self._licence
         valid, description = self.validity()
-        limits: list[dict[str, Any]] = [
-            {
-                "type": "time",
-                "name": "end",
-                "value": int(licence.expires) if licence and licence.expires else 0,
-            }
-        ]
+        # A licence that never expires ends at the largest time the seed shows (a monitor
+        # comparing `end` with `time` must not see it as expired); no licence at all: 0.
+        end = 0 if licence is None else int(licence.expires) if licence.expires else UNLIMITED
+        limits: list[dict[str, Any]] = [{"type": "time", "name": "end", "value": end}]
         for resource in RESOURCES:
             limit = self.limit(resource)
             limits.append(

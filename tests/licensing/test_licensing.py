@@ -115,6 +115,20 @@ def test_counted_usage_comes_from_current_heartbeats() -> None:
     assert server.in_use("faces") == 0
 
 
+def test_license_json_shows_when_the_licence_ends() -> None:
+    def end(server: LicenseServer) -> object:
+        return server.info()["limits"][0]
+
+    clock = FakeClock()
+    unread = LicenseServer(heartbeat_interval=10, mode="offline", clock=clock)
+    assert end(unread) == {"type": "time", "name": "end", "value": 0}  # no licence yet
+    assert end(_server(clock))["value"] == 4_294_967_295  # type: ignore[index]  # community
+    expiring = Licence(license_id="a", customer="c", generated=0, expires=clock.now + 86400.5)
+    assert end(_server(clock, expiring))["value"] == int(clock.now) + 86400  # type: ignore[index]
+    forever = Licence(license_id="a", customer="c", generated=0)
+    assert end(_server(clock, forever))["value"] == 4_294_967_295  # type: ignore[index]
+
+
 def test_leases_are_limited_and_lapse_with_their_holder() -> None:
     clock = FakeClock()
     licence = Licence(license_id="a", customer="c", generated=0, limits={"cameras": 2})
@@ -210,6 +224,7 @@ async def test_community_mode_until_a_licence_is_uploaded(vendor: Vendor, tmp_pa
         assert body["type"] == "offline" and body["license_id"] == "lic-1"
         limits = {entry["name"]: entry for entry in body["limits"]}  # type: ignore[attr-defined]
         assert limits["faces"]["value"] == 1000 and limits["faces"]["current"] == 12
+        assert limits["end"] == {"type": "time", "name": "end", "value": 4_294_967_295}
         assert limits["emotions"] == {"type": "boolean", "name": "emotions", "value": True}
         assert body["services"] == [{"name": "gateway", "ip": "127.0.0.1:1"}]
 
