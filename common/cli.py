@@ -81,16 +81,33 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    """The seed's findface-facenapi.token. Its MongoDB: --mongo-uri, else the stack's setting,
+    else the running stack's, else the gateway's settings when they name one (as the seed's
+    --config=/etc/findface-facenapi.ini did)."""
     from facegrid.gateway.adapters import create_token
+    from facegrid.gateway.settings import GatewaySettings
 
     settings = _load_stack_settings(args)
     mongo_uri, mongo_db = settings.mongo_uri, settings.mongo_db
     if mongo_uri is None:
         state = read_state(settings.data_dir.resolve())
-        if state is None:
-            print("facegrid token: no running stack found; pass --mongo-uri", file=sys.stderr)
+        if state is not None:
+            mongo_uri, mongo_db = str(state["mongo_uri"]), str(state["mongo_db"])
+    if mongo_uri is None:
+        try:
+            gateway = GatewaySettings.load(args.config)
+        except ConfigError as e:
+            exit_on_config_error("facegrid token", e)
+            raise
+        if "mongo_uri" not in gateway.model_fields_set:
+            print(
+                "facegrid token: no running stack found; pass --mongo-uri, or set the gateway's "
+                "(FACEGRID_GATEWAY_MONGO_URI or [gateway] mongo_uri in --config)",
+                file=sys.stderr,
+            )
             return 1
-        mongo_uri, mongo_db = str(state["mongo_uri"]), str(state["mongo_db"])
+        mongo_uri, mongo_db = gateway.mongo_uri, gateway.mongo_db
+    mongo_db = args.mongo_db or mongo_db
     print(create_token(mongo_uri, mongo_db, short=args.short, note=args.note))
     return 0
 
@@ -179,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="create another API token")
     stack_options(token)
     token.add_argument("--short", action="store_true", help="a short token like A0B1-C2D3")
-    token.add_argument("--mongo-uri", help="MongoDB to store it in (default: the running stack's)")
+    token.add_argument(
+        "--mongo-uri",
+        help="MongoDB to store it in (default: the running stack's, else the gateway's settings)",
+    )
+    token.add_argument("--mongo-db", help="its database (default: as the MongoDB is found)")
     token.add_argument("--note", default="", help="what the token is for")
     token.set_defaults(func=cmd_token)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from pymongo import AsyncMongoClient, MongoClient
 
+from facegrid import cli
 from facegrid.gateway.adapters import MongoTokenStore, create_token, kept_token
 from facegrid.gateway.core.tokens import new_token, token_digest
 
@@ -20,6 +23,40 @@ def test_the_database_never_holds_a_token(mongo_server: str, mongo_db: str) -> N
         stored = list(client[mongo_db].tokens.find())
     assert {d["_id"] for d in stored} == {token_digest(long), token_digest(short)}
     assert not any(long in str(d) or short in str(d) for d in stored)
+
+
+def test_facegrid_token_finds_the_gateways_mongodb(
+    mongo_server: str,
+    mongo_db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As the seed's `findface-facenapi.token --config=/etc/findface-facenapi.ini`: with no
+    stack running here, the gateway's settings say where MongoDB is."""
+    for name in ("FACEGRID_MONGO_URI", "FACEGRID_GATEWAY_MONGO_URI", "FACEGRID_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+
+    def token(*argv: str) -> int:
+        with pytest.raises(SystemExit) as exited:
+            cli.main(list(argv))
+        return int(exited.value.code or 0)
+
+    data = ["--data-dir", str(tmp_path / "no-stack")]
+    assert token("token", *data) == 1
+    assert "FACEGRID_GATEWAY_MONGO_URI" in capsys.readouterr().err
+
+    config = tmp_path / "facegrid.toml"
+    config.write_text(f'[gateway]\nmongo_uri = "{mongo_server}"\nmongo_db = "{mongo_db}"\n')
+    assert token("--config", str(config), "token", *data, "--note", "from config") == 0
+    from_config = capsys.readouterr().out.strip()
+    monkeypatch.setenv("FACEGRID_GATEWAY_MONGO_URI", mongo_server)
+    assert token("token", *data, "--mongo-db", mongo_db, "--short") == 0
+    from_env = capsys.readouterr().out.strip()
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_server)
+    with client:
+        stored = {d["_id"] for d in client[mongo_db].tokens.find()}
+    assert {token_digest(from_config), token_digest(from_env)} <= stored
 
 
 def test_a_kept_token_is_reused_while_valid(mongo_server: str, mongo_db: str) -> None:
