@@ -19,6 +19,7 @@ from facegrid import grpcserver, httpserver
 from facegrid.entrypoint import run_service
 from facegrid.extractor import http_api
 from facegrid.extractor.core import BadBundle, Bundle, Extractor
+from facegrid.extractor.core.detect import DetectorParams
 from facegrid.extractor.core.engine import Engine
 from facegrid.extractor.core.extraction import Extraction
 from facegrid.extractor.core.models import Provider
@@ -78,6 +79,7 @@ def build(
             settings.model_dir,
             providers,
             settings.threads,
+            detector_params(settings),
             batch_wait=settings.batch_wait_ms / 1000,
             max_batch=settings.model_batch,
             observe=lambda stage, seconds: stages.labels(stage).observe(seconds),
@@ -129,6 +131,11 @@ def licence_client(settings: ExtractorSettings) -> LicenceClient:
         hold=("extractors",),
         grace=settings.license_grace,
     )
+
+
+def detector_params(settings: ExtractorSettings) -> DetectorParams:
+    p, r, o = (float(v) for v in settings.detect_thresholds)
+    return DetectorParams(scale_factor=settings.detect_scale_factor, thresholds=(p, r, o))
 
 
 def http_options(settings: ExtractorSettings, licence: LicenceClient | None = None) -> HttpOptions:

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from facegrid.images import MAX_BYTES
 from facegrid.settings import (
+    CommaList,
     HostPort,
     LicensedSettings,
     Networks,
@@ -106,6 +107,33 @@ class ExtractorSettings(LicensedSettings):
         le=65535,
         description="default largest face side in pixels returned; 0 = no limit",
     )
+
+    # The seed's nnd detector options (--nnd-p-net-thresh, --nnd-r-net-thresh,
+    # --nnd-o-net-thresh, --nnd-scale-factor). FaceGrid's defaults are the MTCNN paper's, on
+    # which its accuracy figures were measured.
+    detect_thresholds: CommaList = Field(
+        default_factory=lambda: ["0.6", "0.7", "0.7"],
+        description="the face detector's P-Net, R-Net and O-Net score thresholds (comma-"
+        "separated, each above 0 and below 1): higher finds fewer false faces and fewer faces",
+    )
+    detect_scale_factor: float = Field(
+        0.709,
+        ge=0.5,
+        le=0.95,
+        description="the ratio between the detector's pyramid levels: higher finds more faces "
+        "in more time",
+    )
+
+    @field_validator("detect_thresholds")
+    @classmethod
+    def _three_scores(cls, value: list[str]) -> list[str]:
+        try:
+            scores = [float(v) for v in value]
+        except ValueError:
+            raise ValueError(f"{value}: not numbers") from None
+        if len(scores) != 3 or not all(0 < s < 1 for s in scores):
+            raise ValueError(f"{value}: three scores above 0 and below 1 are needed")
+        return value
 
     @field_validator("max_face_size")
     @classmethod

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from facegrid.extractor.core.detect import (
     HALVING_MARGIN,
@@ -18,6 +19,8 @@ from facegrid.extractor.core.detect import (
     _pyramid,
     nms,
 )
+from facegrid.extractor.main import detector_params
+from facegrid.extractor.settings import ExtractorSettings
 
 FACES = Path(__file__).resolve().parents[3] / "shared" / "data" / "faces"
 PASCAL = FACES / "dlib" / "examples" / "faces"
@@ -163,3 +166,23 @@ def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
     nested = np.array([[0, 0, 100, 100], [40, 40, 50, 50]], np.float32)
     assert nms(nested, np.array([0.9, 0.8], np.float32), 0.7, by_min=True) == [0]
     assert nms(nested, np.array([0.9, 0.8], np.float32), 0.7) == [0, 1]
+
+
+def test_the_detector_settings_reach_the_detector(mtcnn_models: dict[str, bytes]) -> None:
+    """The seed's --nnd-*-net-thresh and --nnd-scale-factor, as FACEGRID_EXTRACTOR_DETECT_*."""
+    assert detector_params(ExtractorSettings()) == DetectorParams()
+    strict = ExtractorSettings(detect_thresholds="0.6,0.7,0.9999", detect_scale_factor=0.8)
+    params = detector_params(strict)
+    assert (params.thresholds, params.scale_factor) == ((0.6, 0.7, 0.9999), 0.8)
+    photo = _rgb(FACES / "facenet-pytorch" / "data" / "multiface.jpg")
+
+    def found(p: DetectorParams) -> int:
+        nets = (mtcnn_models["pnet"], mtcnn_models["rnet"], mtcnn_models["onet"])
+        return len(FaceDetector(*nets, p).detect(photo))
+
+    assert 0 < found(params) < found(DetectorParams())
+    for bad in ("0.6,0.7", "0.6,0.7,1", "a,b,c"):
+        with pytest.raises(ValidationError, match="detect_thresholds"):
+            ExtractorSettings(detect_thresholds=bad)
+    with pytest.raises(ValidationError, match="detect_scale_factor"):
+        ExtractorSettings(detect_scale_factor=0.99)
