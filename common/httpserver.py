@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -28,8 +29,20 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def embedded(app: Any, listen: str, what: str) -> tuple[Hook, Hook]:
-    """Start and stop hooks that serve app on listen (host:port); what names it in logs."""
+def shared_socket(host: str, port: int) -> socket.socket:
+    """A listening address other processes can bind too (SO_REUSEPORT): each accepted
+    connection goes to one of them."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def embedded(app: Any, listen: str, what: str, *, reuse_port: bool = False) -> tuple[Hook, Hook]:
+    """Start and stop hooks that serve app on listen (host:port); what names it in logs.
+    reuse_port: other processes may serve the same port (see shared_socket)."""
     host, port = split_host_port(listen)
     server = _EmbeddedServer(
         uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
@@ -37,7 +50,8 @@ def embedded(app: Any, listen: str, what: str) -> tuple[Hook, Hook]:
     tasks: list[asyncio.Task[None]] = []
 
     async def start() -> None:
-        tasks.append(asyncio.create_task(server.serve()))
+        sockets = [shared_socket(host, port)] if reuse_port else None
+        tasks.append(asyncio.create_task(server.serve(sockets=sockets)))
         while not server.started and not tasks[0].done():
             await asyncio.sleep(0.02)
         if tasks[0].done():

@@ -56,8 +56,8 @@ PORTS = {
 }
 SHARD_PORT = 20
 MAX_SHARDS = 16
-# Extractor i > 0 uses EXTRACTOR_PORT + 3*(i-1), and the next two for metrics and HTTP; the
-# first uses PORTS' "extractor" ports.
+# Extractor i > 0 uses EXTRACTOR_PORT + 3*(i-1) and the next one for metrics (the third is kept
+# free); the first uses PORTS' "extractor" ports. All serve the Extraction API on "extractor-http".
 EXTRACTOR_PORT = SHARD_PORT + 3 * MAX_SHARDS
 MAX_EXTRACTORS = 8
 MAX_GATEWAYS = 8
@@ -87,7 +87,8 @@ class StackSettings(ServiceSettings):
         ge=1,
         le=MAX_EXTRACTORS,
         description="extractor processes, each with the models loaded; the gateway spreads its "
-        "calls over them (one Python process uses about 2 cores however many the machine has)",
+        "calls over them, and they share the Extraction API's port (one Python process uses "
+        "about 2 cores however many the machine has)",
     )
     gateways: int = Field(
         1,
@@ -254,16 +255,23 @@ def plan(settings: StackSettings, python: str = sys.executable) -> list[Componen
     bundle = models_dir(data) / BUNDLE_VERSION
     if (bundle / "manifest.json").exists():
         extractor_env["model_dir"] = str(bundle)
+    if settings.extractors > 1:
+        # Every extractor serves the Extraction API on its one port, as the seed's instances did.
+        extractor_env["http_reuse_port"] = "true"
     extractors = []
     for i in range(settings.extractors):
         if i == 0:
             name, ports = "extractor", [address(k) for k in ("extractor", "extractor-metrics")]
-            ports.append(address("extractor-http"))
         else:
             name, first = f"extractor-{i}", settings.port_base + EXTRACTOR_PORT + 3 * (i - 1)
-            ports = [f"{host}:{first + k}" for k in range(3)]
-        listen, metrics, http = ports
-        env = {**extractor_env, "listen": listen, "metrics_listen": metrics, "http_listen": http}
+            ports = [f"{host}:{first + k}" for k in range(2)]
+        listen, metrics = ports
+        env = {
+            **extractor_env,
+            "listen": listen,
+            "metrics_listen": metrics,
+            "http_listen": address("extractor-http"),
+        }
         components.append(service(name, "facegrid.extractor", "extractor", env, 1, listen))
         extractors.append(listen)
     components.append(

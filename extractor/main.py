@@ -156,7 +156,9 @@ def _http_server(
     if not settings.http_listen:
         return [], []
     app = http_api.create_app(lambda: extraction, http_options(settings, licence))
-    start, stop = httpserver.embedded(app, settings.http_listen, "Extraction API")
+    start, stop = httpserver.embedded(
+        app, settings.http_listen, "Extraction API", reuse_port=settings.http_reuse_port
+    )
     return [start], [stop]
 
 

@@ -26,6 +26,13 @@ class ExtractorSettings(LicensedSettings):
     http_listen: OptionalHostPort = Field(
         "127.0.0.1:18666", description="HTTP address of the Extraction API; empty to disable"
     )
+    # The seed's model_instances ran several detector and model instances behind the
+    # Extraction API's one port; here several extractor processes share it.
+    http_reuse_port: bool = Field(
+        False,
+        description="let other extractor processes serve the Extraction API on the same port "
+        "(SO_REUSEPORT): the kernel hands each new connection to one of them",
+    )
     quality_estimator: bool = Field(
         False, description="Extraction API: detection_score is the face quality, not confidence"
     )

@@ -39,6 +39,7 @@ from facegrid.gateway.media import media_store
 from facegrid.gateway.mongo import MongoFaceStore, MongoHistoryStore
 from facegrid.gateway.settings import GatewaySettings
 from facegrid.gateway.shards import ChannelPool, ControlPlanePlacements, ShardRouter
+from facegrid.httpserver import shared_socket
 from facegrid.licence import LicenceClient
 from facegrid.settings import split_host_port
 
@@ -190,17 +191,6 @@ async def serve(settings: GatewaySettings) -> None:
         await redis.aclose()
         await mongo.close()
         log.info("gateway stopped")
-
-
-def shared_socket(host: str, port: int) -> socket.socket:
-    """A listening address other processes can bind too (SO_REUSEPORT): each accepted
-    connection goes to one of them."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -142,20 +142,27 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
         )
         assert 'method="/facegrid.v1.Extractor/Detect"' in body
 
-    # Both gateway processes serve the API port: 16 connections land on each of them.
-    clients = [httpx.Client(base_url=stack.api, headers=auth, timeout=10) for _ in range(16)]
-    assert all(c.get("/v1/galleries").status_code == 200 for c in clients)
-    gateways = [p for p in stack.descendants() if "facegrid.gateway" in p.cmdline()]
-    assert len(gateways) == 2
-    for gateway in gateways:
-        accepted = [
-            c
-            for c in gateway.net_connections(kind="tcp")
-            if c.laddr.port == port_base and c.status == psutil.CONN_ESTABLISHED
-        ]
-        assert accepted, f"gateway {gateway.pid} took none of 16 connections"
-    for c in clients:
-        c.close()
+    # Both gateway processes serve the API port, and both extractors the Extraction API's (the
+    # seed's instances behind one port): 16 connections land on each process of a pair.
+    extraction = f"http://127.0.0.1:{port_base + PORTS['extractor-http']}"
+    for url, module, path in (
+        (stack.api, "facegrid.gateway", "/v1/galleries"),
+        (extraction, "facegrid.extractor", "/"),
+    ):
+        clients = [httpx.Client(base_url=url, headers=auth, timeout=10) for _ in range(16)]
+        assert all(c.get(path).status_code < 500 for c in clients)
+        servers = [p for p in stack.descendants() if module in p.cmdline()]
+        assert len(servers) == 2
+        port = int(url.rsplit(":", 1)[1])
+        for server in servers:
+            accepted = [
+                c
+                for c in server.net_connections(kind="tcp")
+                if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+            ]
+            assert accepted, f"{module} {server.pid} took none of 16 connections"
+        for c in clients:
+            c.close()
 
     children = stack.descendants()
     assert len(children) >= len(COMPONENTS)
