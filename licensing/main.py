@@ -40,7 +40,12 @@ def build(
     server = LicenseServer(heartbeat_interval=settings.heartbeat_interval, mode=mode)
     if settings.upstream:
         source = sources.follow_upstream(
-            server, key, installation, settings.upstream, settings.refresh_interval
+            server,
+            key,
+            installation,
+            settings.upstream,
+            settings.refresh_interval,
+            settings.proxy,
         )
     elif folder is not None:
         sources.read_once(server, key, installation, folder)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from facegrid.settings import HostPort, OptionalHostPort, ServiceSettings
+from facegrid.settings import HostPort, OptionalHostPort, ProxyUrl, ServiceSettings
 
 
 class LicensingSettings(ServiceSettings):
@@ -31,6 +31,10 @@ class LicensingSettings(ServiceSettings):
     upstream: str = Field(
         "",
         description="URL of an upstream license server to take the licence from (online mode)",
+    )
+    # The seed's NTLS `proxy`.
+    proxy: ProxyUrl = Field(
+        "", description="an HTTP proxy (http://host:port) to reach the upstream license server"
     )
     public_key: Path | None = Field(
         None, description="PEM file of the vendor public key to trust; none: FaceGrid's own"

@@ -74,11 +74,15 @@ async def follow_upstream(
     installation: str,
     url: str,
     interval: float,
+    proxy: str = "",
 ) -> None:
-    """Online mode: take the licence the upstream license server serves at /license.lic.
-    While it does not answer, the licence in force stays until it times out (SOURCE_TIMEOUT)."""
+    """Online mode: take the licence the upstream license server serves at /license.lic,
+    through the HTTP proxy if one is given. While it does not answer, the licence in force
+    stays until it times out (SOURCE_TIMEOUT)."""
     source = url.rstrip("/") + "/license.lic"
-    async with httpx.AsyncClient(timeout=min(5.0, interval * 2), trust_env=False) as client:
+    async with httpx.AsyncClient(
+        timeout=min(5.0, interval * 2), trust_env=False, proxy=proxy or None
+    ) as client:
         while True:
             try:
                 response = await client.get(source)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -62,6 +63,32 @@ def _wait(predicate: object, timeout: float, what: str, process: subprocess.Pope
 @pytest.fixture
 def unused_port() -> int:
     return free_port()
+
+
+@pytest.fixture
+def http_proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real HTTP proxy on loopback: Debian's tinyproxy (.ci/run installs it), logging every
+    request it forwards. Yields its URL and its log."""
+    binary = shutil.which("tinyproxy")
+    assert binary, "tinyproxy is not installed (apt-get install tinyproxy)"
+    port, log = free_port(), tmp_path / "tinyproxy.log"
+    config = tmp_path / "tinyproxy.conf"
+    config.write_text(
+        f"Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nTimeout 10\nMaxClients 8\n"
+        f'LogLevel Info\nLogFile "{log}"\nPidFile "{tmp_path / "pid"}"\n'
+    )
+    process = subprocess.Popen([binary, "-d", "-c", str(config)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, "tinyproxy failed"
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", log
+    process.terminate()
+    process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import http.server
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -131,36 +128,10 @@ async def test_errors_from_the_remote_end_are_not_policy_refusals(server: int) -
     assert not failed.value.refused
 
 
-@pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real HTTP proxy on loopback: Debian's tinyproxy (.ci/run installs it), logging every
-    request it forwards. Yields its URL and its log."""
-    binary = shutil.which("tinyproxy")
-    assert binary, "tinyproxy is not installed (apt-get install tinyproxy)"
-    port, log = free_port(), tmp_path / "tinyproxy.log"
-    config = tmp_path / "tinyproxy.conf"
-    config.write_text(
-        f"Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nTimeout 10\nMaxClients 8\n"
-        f'LogLevel Info\nLogFile "{log}"\nPidFile "{tmp_path / "pid"}"\n'
-    )
-    process = subprocess.Popen([binary, "-d", "-c", str(config)], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "tinyproxy failed"
-            time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", log
-    process.terminate()
-    process.wait(timeout=10)
-
-
 async def test_urls_are_fetched_through_the_configured_proxy(
-    server: int, proxy: tuple[str, Path]
+    server: int, http_proxy: tuple[str, Path]
 ) -> None:
-    url, log = proxy
+    url, log = http_proxy
     through = FetchPolicy(timeout=5, max_bytes=1000, allow=LOCAL.allow, proxy=url)
     assert await fetch(f"http://127.0.0.1:{server}/small", through) == b"x" * 500
     assert f"GET http://127.0.0.1:{server}/small" in log.read_text()

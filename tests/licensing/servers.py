@@ -64,6 +64,7 @@ async def running(
     upstream: str = "",
     ui_port: int | None = None,
     grpc_port: int | None = None,
+    proxy: str = "",
 ) -> AsyncIterator[Running]:
     """A license server trusting vendor's key, on loopback (fixed ports to restart it)."""
     ui = f"127.0.0.1:{ui_port or free_port()}"
@@ -73,6 +74,7 @@ async def running(
         ui=ui,
         license_dir=folder,
         upstream=upstream,
+        proxy=proxy,
         public_key=vendor.public_pem,
         installation=INSTALLATION,
         admin_token="admin-secret",

@@ -279,6 +279,23 @@ async def test_online_mode_follows_the_upstream_and_rides_out_its_restart(
                 assert info.valid and info.last_updated_seconds <= 1
 
 
+async def test_online_mode_reaches_the_upstream_through_a_proxy(
+    vendor: Vendor, tmp_path: Path, http_proxy: tuple[str, Path]
+) -> None:
+    """The seed's ntls.cfg `proxy`."""
+    folder = tmp_path / "upstream"
+    folder.mkdir()
+    (folder / "a.lic").write_bytes(vendor.licence(license_id="via-proxy"))
+    url, log = http_proxy
+    async with (
+        running(vendor, folder) as upstream,
+        running(vendor, None, upstream=upstream.ui, proxy=url) as local,
+    ):
+        info = await _wait_for(local, lambda i: i.license_id == "via-proxy")
+        assert info.type == "online" and info.valid
+    assert f"GET {upstream.ui}/license.lic" in log.read_text()
+
+
 async def _wait_for(lic: Running, predicate: object, timeout: float = 5.0) -> pb.LicenseInfo:
     deadline = time.monotonic() + timeout
     while True:
