@@ -68,6 +68,8 @@ class Backends:
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     # The licence's cameras limit.
     camera_quota: Quota = field(default_factory=Unlimited)
+    # Whether v1's gender, age and emotions flags are served (the seed's facenapi `gae`).
+    gae: bool = True
 
 
 class _Observe:
@@ -185,6 +187,7 @@ def create_app(backends: Backends) -> FastAPI:
     webui.mount(app)
     # The base of the media URLs in replies (face_routes.base_url); "": each request's own.
     app.state.public_url = backends.faces.public_url
+    app.state.gae = backends.gae
     metrics = RequestMetrics("gateway", backends.registry)
 
     app.add_middleware(_Observe, metrics=metrics)

@@ -121,8 +121,10 @@ def base_url(request: Request) -> str:
     return public_url or str(request.base_url).rstrip("/")
 
 
-def wanted(params: Params, version: str) -> Wanted:
-    if version == "v0":
+def wanted(params: Params, request: Request) -> Wanted:
+    """The gender, age and emotions a request asks for: none in v0, nor with the gae setting
+    off (the flags are then ignored, as v0 ignores them)."""
+    if version_of(request) == "v0" or not getattr(request.app.state, "gae", True):
         return Wanted()
     return Wanted(
         gender=parse_bool(params.get("gender"), "gender"),
@@ -148,7 +150,7 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
     async def detect(request: Request) -> dict[str, Any]:
         params = await read_params(request)
         photo = await photo_param(params, "photo", fetcher)
-        found, orientation = await faces.analyse(photo, wanted(params, version_of(request)))
+        found, orientation = await faces.analyse(photo, wanted(params, request))
         return {"faces": [_detected(f) for f in found], "orientation": orientation}
 
     @route(
@@ -245,7 +247,7 @@ def register(route: Registrar, faces: Faces, fetcher: Fetcher) -> None:
             galleries=parse_galleries(params.get("galleries")),
             bboxes=parse_bboxes(params.get("bbox"), "bbox"),
             mf_selector=parse_mf_selector(params.get("mf_selector")),
-            wanted=wanted(params, version_of(request)),
+            wanted=wanted(params, request),
             cam_id=check_cam_id(cam_id) if cam_id else None,
             chip=chip,
             timestamp=parse_time(params.get("timestamp"), "timestamp"),

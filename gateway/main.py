@@ -147,6 +147,7 @@ async def serve(settings: GatewaySettings) -> None:
         ),
         cameras=cameras,
         camera_quota=LicensedCount(licence, "cameras", camera_count),
+        gae=settings.gae,
         events=bus,
         webhooks=webhooks,
         media=media,

@@ -81,6 +81,10 @@ class GatewaySettings(ServiceSettings):
             "loopback, private and link-local addresses are refused otherwise"
         ),
     )
+    # The seed's facenapi `gae` (off there by default; FaceGrid's bundle always has the models).
+    gae: bool = Field(
+        True, description="serve v1's gender, age and emotions flags; false: they are ignored"
+    )
     # The seed's facenapi setting: the `strict` parameter of /identify overrides it. Its
     # /identify reference documents `strict` as false by default, and so is FaceGrid's default.
     tntapi_ignore_search_errors: bool = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import json
@@ -148,6 +149,22 @@ async def test_detect_with_and_without_attributes(api: httpx.AsyncClient) -> Non
     assert face["gender"] == "male"
     assert 20 <= face["age"] <= 80
     assert isinstance(face["emotions"], list) and face["emotions"]
+
+
+async def test_the_gae_setting_off_ignores_the_attribute_flags(
+    backends: Backends, token: str
+) -> None:
+    # The seed's facenapi `gae = False`.
+    off = create_app(dataclasses.replace(backends, gae=False))
+    headers = {"Authorization": f"Token {token}"}
+    transport = httpx.ASGITransport(app=off)
+    async with httpx.AsyncClient(transport=transport, base_url="http://f", headers=headers) as api:
+        asked = {"gender": "true", "age": "true", "emotions": "true"}
+        detected = await api.post("/v1/detect", files={"photo": ("p.jpg", BIDEN)}, data=asked)
+        assert detected.status_code == 200
+        assert set(detected.json()["faces"][0]) == {"x1", "y1", "x2", "y2"}
+        added = await api.post("/v1/face", files={"photo": ("p.jpg", BIDEN)}, data=asked)
+        assert not {"gender", "age", "emotions"} & set(added.json()["results"][0])
 
 
 async def test_stored_attributes_show_in_both_versions(api: httpx.AsyncClient) -> None:
