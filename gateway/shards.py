@@ -272,7 +272,7 @@ class ShardRouter:
                 # Mid-reshard, one of the two copies took it: take it back from that one.
                 await asyncio.gather(
                     *(
-                        self._delete_on(route.gallery, shard, face_id, best_effort=True)
+                        self._delete_on(route.gallery, shard, [face_id], best_effort=True)
                         for shard, o in zip(writers, outcomes, strict=True)
                         if o is None
                     )
@@ -287,37 +287,47 @@ class ShardRouter:
             return
         done = [r for r, o in zip(routes, outcomes, strict=True) if o is None]
         if done:
-            await self._delete_in(face_id, done, best_effort=True)
+            await self._delete_in([face_id], done, best_effort=True)
         route, error = failed[0]
         if isinstance(error, grpc.aio.AioRpcError):
             raise _shard_error(route.owner(face_id).name, error) from error
         raise error
 
     async def delete(self, face_id: int, galleries: Sequence[str]) -> None:
-        routes = [await self._placements.route(g) for g in galleries]
-        await self._delete_in(face_id, routes, best_effort=False)
+        await self.delete_many([face_id], galleries)
 
-    async def _delete_in(self, face_id: int, routes: list[Route], *, best_effort: bool) -> None:
-        await asyncio.gather(
-            *(
-                self._delete_on(r.gallery, shard, face_id, best_effort=best_effort)
-                for r in routes
-                for shard in r.writers(face_id)
-            )
-        )
+    async def delete_many(self, face_ids: Sequence[int], galleries: Sequence[str]) -> None:
+        """Faces out of the galleries' indexes: one request per gallery and shard."""
+        routes = [await self._placements.route(g) for g in galleries]
+        await self._delete_in(face_ids, routes, best_effort=False)
+
+    async def _delete_in(
+        self, face_ids: Sequence[int], routes: list[Route], *, best_effort: bool
+    ) -> None:
+        calls = []
+        for route in routes:
+            by_shard: dict[ShardCopies, list[int]] = {}
+            for face_id in face_ids:
+                for shard in route.writers(face_id):
+                    by_shard.setdefault(shard, []).append(face_id)
+            calls += [
+                self._delete_on(route.gallery, shard, ids, best_effort=best_effort)
+                for shard, ids in by_shard.items()
+            ]
+        await asyncio.gather(*calls)
 
     async def _delete_on(
-        self, gallery: str, shard: ShardCopies, face_id: int, *, best_effort: bool
+        self, gallery: str, shard: ShardCopies, face_ids: list[int], *, best_effort: bool
     ) -> None:
         """best_effort: undoing a write; a failure is logged, not raised."""
         try:
             await self._channels.stub(shard.primary).Delete(
-                pb.DeleteRequest(gallery=gallery, ids=[face_id]), timeout=self._timeout
+                pb.DeleteRequest(gallery=gallery, ids=face_ids), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as e:
             if not best_effort:
                 raise _shard_error(shard.name, e) from e
-            log.error("could not undo face %d in %s on %s: %s", face_id, gallery, shard.name, e)
+            log.error("could not undo faces %s in %s on %s: %s", face_ids, gallery, shard.name, e)
 
     # -- reads rotate over copies ---------------------------------------------------------------
 

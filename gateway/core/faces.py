@@ -590,15 +590,15 @@ class Faces:
         face's vectors before its record: a delete cut short leaves whole faces, and the
         repeated request finishes it. Returns how many faces went."""
         ids = await self._store.ids_in_gallery(gallery)
-        indexes: dict[tuple[str, ...], list[str]] = {}
         for start in range(0, len(ids), GALLERY_DELETE_BATCH):
             batch = ids[start : start + GALLERY_DELETE_BATCH]
+            # By the galleries each face is also in; the gallery's own index goes whole with it.
+            by_others: dict[tuple[str, ...], list[int]] = {}
             for face_id, face in (await self._store.get_many(batch)).items():
-                # The gallery's own index goes whole with the gallery.
                 others = tuple(g for g in face.index_galleries if g != gallery)
-                if others not in indexes:
-                    indexes[others] = await self._indexes_of(others)
-                await self._index.delete(face_id, indexes[others])
+                by_others.setdefault(others, []).append(face_id)
+            for others, face_ids in by_others.items():
+                await self._index.delete_many(face_ids, await self._indexes_of(others))
             await self._store.remove(batch)
         return len(ids)
 

@@ -88,6 +88,8 @@ class FaceIndex(Protocol):
 
     async def delete(self, face_id: int, galleries: Sequence[str]) -> None: ...
 
+    async def delete_many(self, face_ids: Sequence[int], galleries: Sequence[str]) -> None: ...
+
     async def search(
         self,
         gallery: str,

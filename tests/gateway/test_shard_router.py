@@ -109,6 +109,22 @@ async def test_adds_land_on_the_slot_owner_in_every_gallery(
     assert all(s.shard.stats().galleries for s in shards)  # every shard got some
 
 
+async def test_many_faces_leave_in_one_request_per_shard_and_gallery(
+    shards: list[Served], pool: ChannelPool
+) -> None:
+    router = _router(shards, pool)
+    for face_id, vector in enumerate(_vectors(90, seed=4), start=1):
+        await router.add(face_id, vector.tobytes(), ["default", "vip"])
+    before = [s.calls("Delete") for s in shards]
+    await router.delete_many(list(range(1, 61)), ["default", "vip"])
+    assert [s.calls("Delete") - b for s, b in zip(shards, before, strict=True)] == [2, 2, 2]
+    for s in shards:
+        for gallery in ("default", "vip"):
+            found, _ = s.shard.get(gallery, np.arange(1, 91, dtype=np.uint64))
+            kept = set(found.tolist())
+            assert kept and all(61 <= i <= 90 for i in kept), (s.shard.name, gallery)
+
+
 async def test_search_merges_the_nearest_from_all_shards(
     shards: list[Served], pool: ChannelPool
 ) -> None:
