@@ -530,7 +530,10 @@ def _meta_in_path(request: Request, meta: str) -> str:
     the path, and a final slash is the route's optional one only where it came unencoded."""
     raw_path = bytes(request.scope.get("raw_path") or b"").split(b"?", 1)[0]
     if meta.endswith("/") and raw_path.endswith(b"/"):
-        return meta[:-1]
+        meta = meta[:-1]
+    if not meta:
+        # Not every face without a meta: /faces lists those, page by page.
+        raise BadParam("the meta is empty", param="meta", value=meta)
     return meta
 
 

@@ -329,6 +329,9 @@ async def test_a_meta_with_slashes_is_found_url_encoded(api: httpx.AsyncClient) 
     ending = (await api.get("/v0/face/meta/%2Fsrv%2Fphotos%2F/")).json()["results"]
     assert [f["id"] for f in ending] == [rooted]
     assert (await api.get("/v0/face/meta/%2Fsrv%2Fphotos/")).json()["results"] == []
+    for empty in ("/v0/face/meta/", "/v1/face/gallery/g/meta/"):
+        refused = await api.get(empty)  # not every face without a meta at once
+        assert refused.status_code == 400 and refused.json()["param"] == "meta", empty
 
 
 async def test_faces_are_paged_newest_first(api: httpx.AsyncClient) -> None:
