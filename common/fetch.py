@@ -8,8 +8,8 @@ then, so a name that resolves to an internal address (or is changed to one betwe
 the connection, "DNS rebinding") is refused too. Operators can allow chosen networks.
 
 Through a proxy (the seed's `fetch_proxy`), the proxy connects and resolves: the URL's host is
-checked on the addresses it resolves to here beforehand, and the proxy, which the operator
-chose, is trusted with the rest.
+checked on the addresses it resolves to here beforehand (a name that does not resolve here is
+left to the proxy), and the proxy, which the operator chose, is trusted with the rest.
 """
 
 from __future__ import annotations
@@ -142,7 +142,13 @@ async def _fetch(url: str, policy: FetchPolicy) -> bytes:
         parts = urlsplit(url)
         assert parts.hostname is not None
         default_port = 443 if parts.scheme == "https" else 80
-        await _permitted(parts.hostname, parts.port or default_port, policy)
+        try:
+            await _permitted(parts.hostname, parts.port or default_port, policy)
+        except FetchError as e:
+            if e.refused:
+                raise
+            # A host only the proxy can resolve (a host without outside DNS, the usual reason
+            # for a proxy): the proxy resolves and judges it.
     async with _pool(policy) as pool:
         try:
             async with pool.stream(

@@ -146,6 +146,11 @@ async def test_urls_are_fetched_through_the_configured_proxy(
         await fetch(f"http://127.0.0.1:{server}/missing-from-the-log", public_only)
     assert refused.value.refused
     assert "missing-from-the-log" not in log.read_text()  # refused before the proxy saw it
+    # A name only the proxy could resolve goes to it (here it cannot either: a 5xx from it).
+    with pytest.raises(FetchError) as unknown:
+        await fetch("http://no-such-host.invalid/photo.jpg", through)
+    assert not unknown.value.refused
+    assert "no-such-host.invalid" in log.read_text()
 
 
 async def test_a_proxy_that_is_down_is_an_error_not_a_refusal(server: int) -> None:
