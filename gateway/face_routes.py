@@ -435,7 +435,9 @@ def register_persons(route: Registrar, faces: Faces) -> None:
         body: dict[str, Any] = {
             "results": [
                 {
-                    "id": e.face_id,
+                    # The event's own id, which next_page's max_id pages by, as the seed's.
+                    "id": e.id,
+                    "face_id": e.face_id,
                     "person_id": e.person_id,
                     "cam_id": e.cam_id,
                     "friend": e.friend,

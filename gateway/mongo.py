@@ -251,6 +251,7 @@ class MongoFaceStore:
         meta: str | None = None,
         person_id: int | None = None,
         galleries: Sequence[str] | None = None,
+        hidden_galleries: Sequence[str] | None = None,
     ) -> Face | None:
         changes: Doc = {}
         if meta is not None:
@@ -259,6 +260,8 @@ class MongoFaceStore:
             changes["person_id"] = person_id
         if galleries is not None:
             changes["galleries"] = list(galleries)
+        if hidden_galleries is not None:
+            changes["hidden_galleries"] = list(hidden_galleries)
         if not changes:
             return await self.get(face_id)
         doc = await _call(
@@ -417,6 +420,23 @@ class MongoHistoryStore:
             )
         )
 
+    async def claim_person(self, person: Person) -> None:
+        await _call(
+            self._persons.update_one(
+                {"_id": person.id},
+                {"$setOnInsert": {"meta": person.meta, "created_at": person.created_at}},
+                upsert=True,
+            )
+        )
+        await _call(
+            self._counters.update_one({"_id": "persons"}, {"$max": {"seq": person.id}}, upsert=True)
+        )
+
+    async def move_events(self, face_id: int, person_id: int) -> None:
+        await _call(
+            self._events.update_many({"face_id": face_id}, {"$set": {"person_id": person_id}})
+        )
+
     async def person(self, person_id: int) -> Person | None:
         doc = await _call(self._persons.find_one({"_id": person_id}))
         return Person(int(doc["_id"]), doc.get("meta", ""), doc["created_at"]) if doc else None
@@ -449,8 +469,11 @@ class MongoHistoryStore:
         query = {"person_id": person_id, "cam_id": cam_id, "day": _day(day)}
         return await _call(self._events.find_one(query, {"_id": 1})) is not None
 
-    async def days_seen(self, person_id: int, cam_id: str, since: dt.datetime) -> int:
-        query = {"person_id": person_id, "cam_id": cam_id, "timestamp": {"$gte": since}}
+    async def days_seen(
+        self, person_id: int, cam_id: str, since: dt.datetime, until: dt.datetime
+    ) -> int:
+        window = {"$gte": since, "$lte": until}
+        query = {"person_id": person_id, "cam_id": cam_id, "timestamp": window}
         days = {d["day"] for d in await _docs(self._events.find(query, {"day": 1}))}
         return len(days)
 

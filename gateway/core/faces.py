@@ -335,6 +335,7 @@ class Faces:
         ids = await self._store.next_ids(len(extracted.faces))
         when = timestamp or dt.datetime.now(dt.UTC)
         persons: list[int | None] = [None] * len(ids)
+        metas = [meta] * len(ids)
         hidden: tuple[str, ...] = ()
         if self.policy.identify:
             hidden = (self.policy.gallery_for(cam_id),)
@@ -343,10 +344,13 @@ class Faces:
         vectors = [await self._vectors(f, extracted.model, plans) for f in extracted.faces]
         if hidden:
             active = plans[-1].active
-            persons = [await self._person_for(active.index, v[active.model], meta) for v in vectors]
+            found = [await self._person_for(active.index, v[active.model], meta) for v in vectors]
+            persons = [person_id for person_id, _ in found]
+            # A face without a meta takes its person's, as the seed's reference face gives it.
+            metas = [meta or inherited for _, inherited in found]
         new_faces = []
-        for face_id, face, person_id, facens in zip(
-            ids, extracted.faces, persons, vectors, strict=True
+        for face_id, face, person_id, face_meta, facens in zip(
+            ids, extracted.faces, persons, metas, vectors, strict=True
         ):
             normalized = ""
             if face.normalized:
@@ -356,7 +360,7 @@ class Faces:
             record = Face(
                 id=face_id,
                 bbox=face.bbox,
-                meta=meta,
+                meta=face_meta,
                 galleries=tuple(galleries),
                 photo=photo.url or stored_photo,
                 photo_hash=photo_hash,
@@ -424,17 +428,18 @@ class Faces:
                 vectors[written.model] = other.faces[0].facen
         return vectors
 
-    async def _person_for(self, index: str, facen: bytes, meta: str) -> int:
-        """The person of the most similar face seen before, or a new person."""
+    async def _person_for(self, index: str, facen: bytes, meta: str) -> tuple[int, str]:
+        """The person of the most similar face seen before (the reference face), and that
+        face's meta; or a new person."""
         outcome = await self._index.search(index, facen, 1, self.policy.max_distance)
         if outcome.hits:
             reference = await self._store.get_many([outcome.hits[0][0]])
             face = reference.get(outcome.hits[0][0])
             if face is not None and face.person_id is not None:
-                return face.person_id
+                return face.person_id, face.meta
         person = Person(await self._history.next_person_id(), meta, dt.datetime.now(dt.UTC))
         await self._history.add_person(person)
-        return person.id
+        return person.id, meta
 
     async def _record_event(self, face: Face) -> Face:
         """Write the face's history event; returns the face with its friend verdict."""
@@ -455,7 +460,7 @@ class Faces:
         )
         if face.person_id is not None and self.policy.identify:
             since = face.timestamp - self.policy.friend_interval
-            seen = await self._history.days_seen(face.person_id, face.cam_id, since)
+            seen = await self._history.days_seen(face.person_id, face.cam_id, since, face.timestamp)
             # Today counts whether or not an earlier event today was recorded already.
             today_new = not await self._history.seen_on(face.person_id, face.cam_id, face.timestamp)
             friend = is_friend(seen + today_new, self.policy)
@@ -512,12 +517,35 @@ class Faces:
                 await self._add_to(face_id, added)
             if removed:
                 await self._index.delete(face_id, await self._indexes_of(removed))
+        hidden = None
+        if person_id is not None:
+            hidden = await self._join_person(face, person_id)
         updated = await self._store.update(
-            face_id, meta=meta, person_id=person_id, galleries=new_galleries
+            face_id,
+            meta=meta,
+            person_id=person_id,
+            galleries=new_galleries,
+            hidden_galleries=hidden,
         )
         if updated is None:
             raise NotFound(f"face {face_id} does not exist", param="id", value=face_id)
         return updated
+
+    async def _join_person(self, face: Face, person_id: int) -> tuple[str, ...] | None:
+        """PUT person_id, which the seed documents as the way to bring faces stored before
+        into person identification: the person exists (its id kept from persons made later),
+        the face's camera events move to it, and with identification on the face's vector
+        joins its camera's persons index, where later faces find it. Returns the face's new
+        hidden galleries, if they change."""
+        now = dt.datetime.now(dt.UTC)
+        await self._history.claim_person(Person(person_id, face.meta, now))
+        await self._history.move_events(face.id, person_id)
+        persons = self.policy.gallery_for(face.cam_id)
+        if not self.policy.identify or persons in face.hidden_galleries:
+            return None
+        await self._galleries.ensure_internal(persons)
+        await self._add_to(face.id, [persons])
+        return (*face.hidden_galleries, persons)
 
     async def _add_to(self, face_id: int, galleries: Sequence[str]) -> None:
         """Index a stored face in more galleries, with the stored vectors of their models."""

@@ -101,6 +101,15 @@ class HistoryStore(Protocol):
 
     async def add_person(self, person: Person) -> None: ...
 
+    async def claim_person(self, person: Person) -> None:
+        """A person id a client chose (PUT person_id): its record made if missing, and the id
+        kept from persons created later."""
+        ...
+
+    async def move_events(self, face_id: int, person_id: int) -> None:
+        """The face's camera events now belong to the person."""
+        ...
+
     async def person(self, person_id: int) -> Person | None: ...
 
     async def persons(self, max_id: int | None, limit: int) -> list[Person]: ...
@@ -111,8 +120,10 @@ class HistoryStore(Protocol):
         """Whether an event of the person on the camera exists on that (UTC) day."""
         ...
 
-    async def days_seen(self, person_id: int, cam_id: str, since: dt.datetime) -> int:
-        """On how many distinct (UTC) days the person was seen on the camera since then."""
+    async def days_seen(
+        self, person_id: int, cam_id: str, since: dt.datetime, until: dt.datetime
+    ) -> int:
+        """On how many distinct (UTC) days the person was seen on the camera in [since, until]."""
         ...
 
     async def events(self, query: HistoryQuery) -> list[Event]:

@@ -147,6 +147,7 @@ class FaceStore(Protocol):
         meta: str | None = None,
         person_id: int | None = None,
         galleries: Sequence[str] | None = None,
+        hidden_galleries: Sequence[str] | None = None,
     ) -> Face | None: ...
 
     async def page(self, *, gallery: str | None, max_id: int | None, limit: int) -> list[Face]:

@@ -38,6 +38,8 @@ async def test_faces_join_the_persons_they_resemble_per_camera(
     assert other["person_id"] != first["person_id"]
     assert elsewhere["person_id"] not in (first["person_id"], other["person_id"])
     assert first["friend"] is False
+    # Posted without a meta, a face takes its reference face's.
+    assert (again["meta"], elsewhere["meta"]) == ("Barack", "")
 
     persons = (await api.get("/v0/persons")).json()["results"]
     assert len(persons) == 3
@@ -50,11 +52,15 @@ async def test_faces_join_the_persons_they_resemble_per_camera(
     assert set(history[0]) == {"person_id", "face_id", "cam_id", "meta", "screenshot", "timestamp"}
 
     on_cam2 = (await api.post("/v0/history/search", json={"cam_ids": [CAM2]})).json()
-    assert [e["id"] for e in on_cam2["results"]] == [elsewhere["id"]]
+    assert [e["face_id"] for e in on_cam2["results"]] == [elsewhere["id"]]
     page = (await api.post("/v0/history/search", json={"limit": 2})).json()
     assert len(page["results"]) == 2 and "next_page" in page
     rest = (await api.post(page["next_page"], json={"limit": 2})).json()
-    assert [e["id"] for e in rest["results"]] == [again["id"], first["id"]]
+    assert [e["face_id"] for e in rest["results"]] == [again["id"], first["id"]]
+    # Events have ids of their own, and the next page starts below the last one shown.
+    ids = [e["id"] for e in page["results"] + rest["results"]]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 4
+    assert page["next_page"].endswith(f"max_id={page['results'][-1]['id']}")
 
     # The gateway's own per-camera galleries are neither listed nor creatable.
     assert (await api.get("/v0/galleries")).json()["results"] == ["default"]
@@ -92,7 +98,7 @@ async def test_without_person_identification_events_are_still_recorded(
     face = await _post(api, OBAMA, CAM1)
     assert "person_id" not in face and "friend" not in face
     (event,) = (await api.post("/v0/history/search", json={})).json()["results"]
-    assert (event["id"], event["cam_id"], event["person_id"]) == (face["id"], CAM1, None)
+    assert (event["face_id"], event["cam_id"], event["person_id"]) == (face["id"], CAM1, None)
     bad = await api.post(
         "/v0/face", files={"photo": ("p.jpg", OBAMA)}, data={"cam_id": "../../etc"}
     )
@@ -123,3 +129,27 @@ async def test_faces_posted_without_a_camera_get_persons_of_their_own(
     backends.faces.policy = PersonPolicy(identify=False)
     off = (await api.post("/v0/face", files={"photo": ("p.jpg", OBAMA)})).json()["results"][0]
     assert "person_id" not in off and "friend" not in off
+
+
+async def test_put_person_id_brings_a_stored_face_into_person_identification(
+    api: httpx.AsyncClient, backends: Backends
+) -> None:
+    """The reference's way to bring faces stored before person identification was on (they
+    have no person) into it: PUT their person_id."""
+    old = await _post(api, OBAMA, CAM1, meta="Barack")  # stored before persons were on
+    assert "person_id" not in old
+    backends.faces.policy = PersonPolicy(identify=True)
+    changed = await api.put(f"/v0/face/id/{old['id']}", json={"person_id": 50})
+    assert changed.status_code == 200 and changed.json()["person_id"] == 50
+
+    later = await _post(api, OBAMA2, CAM1)  # finds the old face now
+    assert (later["person_id"], later["meta"]) == (50, "Barack")
+    person = (await api.get("/v0/person/id/50")).json()
+    assert (person["meta"], [f["id"] for f in person["faces"]]) == (
+        "Barack",
+        [old["id"], later["id"]],
+    )
+    history = (await api.post("/v0/history/search", json={"person_id": 50})).json()["results"]
+    assert [e["face_id"] for e in history] == [later["id"], old["id"]]
+    # Persons made afterwards do not take the id a client chose.
+    assert (await _post(api, BIDEN, CAM1))["person_id"] > 50
