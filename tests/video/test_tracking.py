@@ -84,6 +84,28 @@ def test_post_uniq_limits_posts_per_place_and_window() -> None:
     assert len(later) == 1  # the window has passed
 
 
+def test_post_uniq_counts_offline_posts_by_their_own_time() -> None:
+    # Offline posts come when a track ends, with its best frame's time: a long track's post
+    # can be older than a short one's posted before it, and only posts within the window of
+    # its own time count against it.
+    options = _options(
+        realtime="0",
+        post_uniq="1",
+        uc_max_dup="1",
+        uc_max_time_diff="1",
+        uc_max_avg_shift="500",  # both faces below are in "the same place"
+    )
+    tracker = Tracker(options)  # type: ignore[arg-type]
+    posts = []
+    for t in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0):
+        long_track = _face(10, -1.0 if t == 1.0 else -3.0)  # its best frame at 1 s
+        short_track = [_face(400, -2.0)] if t == 3.0 else []  # seen once, at 3 s
+        posts += tracker.update(t, t, [long_track, *short_track])
+    assert [p.frame_time for p in posts] == [3.0]  # the short track ended first
+    posts += tracker.update(6.6, 6.6, [])  # the long one ends: its best is 2 s before 3 s
+    assert [p.frame_time for p in posts] == [3.0, 1.0]
+
+
 def test_tracks_follow_a_moving_face_and_respect_max_persons() -> None:
     tracker = Tracker(_options(realtime="0", max_persons="2"))  # type: ignore[arg-type]
     for i in range(10):  # 25 px per frame: IoU drops, the centre stays within a face size

@@ -174,7 +174,10 @@ def parser() -> argparse.ArgumentParser:
     option("--disable-drops", kind="flag", help="queue frames instead of dropping them")
     option("--sink-url", help="send the camera's video on: host:port (RTMP), a URL or a file")
     option("--sink-res", help="WxH of the sink stream (the camera's size)")
-    option("--tracker-threads", help="tracking threads (<= max-persons)")
+    option(
+        "--tracker-threads",
+        help="accepted and checked (<= max-persons), no effect: tracking is one pipeline stage",
+    )
     option("--detect-every", help="detect on every Nth frame; tracks carry faces between (1)")
     option("--extractor", help="extractor gRPC address (FaceGrid)")
     option("--metrics-listen", help="host:port for /metrics (FaceGrid)")

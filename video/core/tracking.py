@@ -129,6 +129,7 @@ class Tracker:
         self._next_id = 1
         # (time, x, y) of recent posts, for post-uniq.
         self._recent: deque[tuple[float, float, float]] = deque()
+        self._newest = -math.inf
 
     @property
     def active(self) -> int:
@@ -237,15 +238,23 @@ class Tracker:
         return box.scaled(self.options.bbox_scale, width, height)
 
     def _unique(self, post: Post) -> bool:
-        """post-uniq: at most uc-max-dup posts per place within the time window."""
+        """post-uniq: at most uc-max-dup posts per place within the time window, on either
+        side of the post's time: offline posts carry their best frame's time, which may come
+        before posts already made. (The seed also compared the faces; here posts in the same
+        place within the window count as one person's.)"""
         o = self.options
         if not o.post_uniq:
             return True
-        while self._recent and post.frame_time - self._recent[0][0] > o.uc_max_time_diff:
-            self._recent.popleft()
+        window = o.uc_max_time_diff
+        self._newest = max(self._newest, post.frame_time)
+        if self._recent and self._newest - min(t for t, _, _ in self._recent) > window:
+            self._recent = deque(r for r in self._recent if self._newest - r[0] <= window)
         cx, cy = post.detection.box.center
         close = sum(
-            1 for _, x, y in self._recent if math.hypot(cx - x, cy - y) <= o.uc_max_avg_shift
+            1
+            for t, x, y in self._recent
+            if abs(post.frame_time - t) <= window
+            and math.hypot(cx - x, cy - y) <= o.uc_max_avg_shift
         )
         if close >= o.uc_max_dup:
             return False
