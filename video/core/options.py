@@ -176,7 +176,7 @@ def parser() -> argparse.ArgumentParser:
     option("--sink-res", help="WxH of the sink stream (the camera's size)")
     option(
         "--tracker-threads",
-        help="accepted and checked (<= max-persons), no effect: tracking is one pipeline stage",
+        help="accepted (at least 1), no effect: tracking is one stage of the pipeline",
     )
     option("--detect-every", help="detect on every Nth frame; tracks carry faces between (1)")
     option("--extractor", help="extractor gRPC address (FaceGrid)")
