@@ -1,4 +1,4 @@
-"""The systemd units in packaging/systemd (FaceGrid on hosts, as the seed's services ran):
+"""The units in systemd/ (FaceGrid on hosts, as the seed's services ran):
 systemd itself checks them, they start programs the package installs, and the example
 configuration they read is valid for every service."""
 
@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-UNITS = REPO_ROOT / "packaging" / "systemd"
+UNITS = REPO_ROOT / "systemd"
 BIN = Path(sys.executable).parent
 # Templates, with the instance each is checked as (the example env files' names).
 INSTANCES = {"indexer": "shard-0", "extractor": "0", "video": "door"}
