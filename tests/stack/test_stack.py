@@ -129,18 +129,25 @@ def test_stack_runs_stops_cleanly_and_keeps_data_across_restart(
         assert "facegrid_request_duration_seconds" in body
 
     # The gateway spreads its calls over both extractors (no models here: each answers that).
-    for _ in range(4):
-        detected = httpx.post(
-            f"{stack.api}/v0/detect", headers=auth, files={"photo": ("p.jpg", PHOTO)}, timeout=30
-        )
-        assert detected.status_code == 503, detected.text
-    for port in (PORTS["extractor-metrics"], EXTRACTOR_PORT + 1):
-        body = (
-            urllib.request.urlopen(f"http://127.0.0.1:{port_base + port}/metrics", timeout=10)
-            .read()
-            .decode()
-        )
-        assert 'method="/facegrid.v1.Extractor/Detect"' in body
+    # round_robin sends calls to the extractors it is connected to, and the gateway connects to
+    # them at its first call: under load the first few calls may all go to the first one ready.
+    def detects_served() -> list[bool]:
+        served = []
+        for port in (PORTS["extractor-metrics"], EXTRACTOR_PORT + 1):
+            url = f"http://127.0.0.1:{port_base + port}/metrics"
+            body = urllib.request.urlopen(url, timeout=10).read().decode()
+            served.append('method="/facegrid.v1.Extractor/Detect"' in body)
+        return served
+
+    for _ in range(10):
+        for _ in range(4):
+            photo = {"photo": ("p.jpg", PHOTO)}
+            detected = httpx.post(f"{stack.api}/v0/detect", headers=auth, files=photo, timeout=30)
+            assert detected.status_code == 503, detected.text
+        if all(detects_served()):
+            break
+        time.sleep(0.5)
+    assert detects_served() == [True, True]
 
     # Both gateway processes serve the API port, and both extractors the Extraction API's (the
     # seed's instances behind one port): 16 connections land on each process of a pair.
