@@ -12,8 +12,6 @@ which stops them in reverse order) and get SIGTERM if the supervisor itself dies
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -325,12 +323,25 @@ def models_dir(data_dir: Path) -> Path:
     return data_dir / "models"
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGTERM when the supervisor dies (Linux)."""
-    pr_set_pdeathsig = 1
-    # Not Linux: no libc.so.6, and the supervisor's own signal handling still stops them.
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+# Each component starts as a small Python program that asks for SIGTERM when the supervisor
+# dies (Linux's PR_SET_PDEATHSIG, kept across exec), leaves if the supervisor is already gone,
+# and then becomes the component (exec, same pid). Asking in a preexec_fn would force fork()
+# where CPython otherwise uses vfork(): a fork runs gRPC's fork handlers (the supervisor
+# probes health over gRPC), and the poller they restart in the child can abort it before its
+# exec ("epoll_wait error: Bad file descriptor", which failed a CI run once).
+_DIE_WITH_PARENT = """\
+import contextlib, ctypes, os, signal, sys
+with contextlib.suppress(OSError):  # not Linux: the supervisor's signal handling still stops it
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(1)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+def _dying_with_parent(argv: list[str]) -> list[str]:
+    """argv, run so that it gets SIGTERM when this process dies."""
+    return [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid()), *argv]
 
 
 def ports_free(settings: StackSettings) -> list[int]:
@@ -457,13 +468,12 @@ class Stack:
         self.say(f"starting {c.name}")
         c.log = self._log_path(c).open("ab")
         c.process = subprocess.Popen(
-            c.argv,
+            _dying_with_parent(c.argv),
             env={**os.environ, **c.env},
             stdin=subprocess.DEVNULL,
             stdout=c.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
 
     def _wait_healthy(self, members: list[Component]) -> None:
