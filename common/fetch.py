@@ -130,26 +130,27 @@ async def fetch(url: str, policy: FetchPolicy) -> bytes:
         raise FetchError(f"{url} did not answer within {policy.timeout} s") from None
 
 
-def _pool(policy: FetchPolicy) -> httpcore.AsyncConnectionPool:
-    if policy.proxy:
-        return httpcore.AsyncHTTPProxy(proxy_url=policy.proxy)
-    return httpcore.AsyncConnectionPool(network_backend=_GuardedBackend(policy))
+async def _pool(url: str, policy: FetchPolicy) -> httpcore.AsyncConnectionPool:
+    """What the fetch goes over: direct connections checked as they open, or the proxy once
+    the URL's host is checked here."""
+    if not policy.proxy:
+        return httpcore.AsyncConnectionPool(network_backend=_GuardedBackend(policy))
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    default_port = 443 if parts.scheme == "https" else 80
+    try:
+        await _permitted(parts.hostname, parts.port or default_port, policy)
+    except FetchError as e:
+        if e.refused:
+            raise
+        # A host only the proxy can resolve (a host without outside DNS, the usual reason
+        # for a proxy): the proxy resolves and judges it.
+    return httpcore.AsyncHTTPProxy(proxy_url=policy.proxy)
 
 
 async def _fetch(url: str, policy: FetchPolicy) -> bytes:
     timeouts = {"connect": policy.timeout, "read": policy.timeout, "pool": policy.timeout}
-    if policy.proxy:
-        parts = urlsplit(url)
-        assert parts.hostname is not None
-        default_port = 443 if parts.scheme == "https" else 80
-        try:
-            await _permitted(parts.hostname, parts.port or default_port, policy)
-        except FetchError as e:
-            if e.refused:
-                raise
-            # A host only the proxy can resolve (a host without outside DNS, the usual reason
-            # for a proxy): the proxy resolves and judges it.
-    async with _pool(policy) as pool:
+    async with await _pool(url, policy) as pool:
         try:
             async with pool.stream(
                 "GET",

@@ -247,8 +247,7 @@ class Tracker:
             return True
         window = o.uc_max_time_diff
         self._newest = max(self._newest, post.frame_time)
-        if self._recent and self._newest - min(t for t, _, _ in self._recent) > window:
-            self._recent = deque(r for r in self._recent if self._newest - r[0] <= window)
+        self._recent = deque(r for r in self._recent if self._newest - r[0] <= window)
         cx, cy = post.detection.box.center
         close = sum(
             1
